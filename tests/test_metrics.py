@@ -1,0 +1,194 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from agreebook import metrics as M
+
+
+def test_tp_agreement_and_agreement_by_hand():
+    # 4 models, 1 epoch, 3 examples; labels 0, 1, 2.
+    preds = np.array([[[0, 1, 0]], [[0, 2, 1]], [[0, 2, 1]], [[1, 1, 3]]], np.int16)
+    labels = np.array([0, 1, 2])
+    np.testing.assert_allclose(M.tp_agreement(preds, labels), [[0.75, 0.5, 0.0]])
+    np.testing.assert_allclose(M.agreement(preds), [[0.75, 0.5, 0.5]])
+    np.testing.assert_allclose(M.accuracies(preds, labels), [[2 / 3], [1 / 3], [1 / 3], [1 / 3]])
+    # ties in the vote go to the smallest label: example 1 is 1,2,2,1 -> 1; example 2 is 0,1,1,3 -> 1
+    np.testing.assert_array_equal(M.majority_vote(preds), [[0, 1, 1]])
+
+
+def test_mode_matches_bincount_on_random_data():
+    rng = np.random.default_rng(1)
+    p = rng.integers(0, 7, size=(13, 20000)).astype(np.int16)  # spans several chunks
+    count, label = M.mode(p, return_label=True)
+    for i in rng.integers(0, p.shape[1], 300):
+        bc = np.bincount(p[:, i])
+        assert count[i] == bc.max()
+        assert label[i] == np.argmax(bc)
+
+
+def test_single_model_agreement_is_one():
+    p = np.random.default_rng(0).integers(0, 5, (1, 2, 50))
+    np.testing.assert_array_equal(M.agreement(p), 1.0)
+
+
+def test_bimodality_reference_values():
+    assert M.bimodality(np.array([0.0, 1.0] * 500)) == pytest.approx(0.0, abs=1e-12)
+    # uniform on [0,1]: kurtosis 1.8, skewness 0
+    u = np.linspace(0, 1, 200001)
+    assert M.bimodality(u) == pytest.approx(0.8, abs=1e-4)
+    g = np.random.default_rng(0).standard_normal(400000)
+    assert M.bimodality(g) == pytest.approx(2.0, abs=0.03)
+    # against scipy's definitions
+    x = np.random.default_rng(2).gamma(2.0, size=5000)
+    want = stats.kurtosis(x, fisher=False) - stats.skew(x) ** 2 - 1
+    assert M.bimodality(x) == pytest.approx(want, rel=1e-10)
+    assert np.isnan(M.bimodality(np.ones(10)))
+    # axis handling
+    both = np.stack([x, g[:5000]])
+    np.testing.assert_allclose(M.bimodality(both, axis=1), [M.bimodality(x), M.bimodality(g[:5000])])
+
+
+def test_bimodality_of_distribution_equals_sample_version():
+    x = np.array([0, 0, 1, 3, 3, 3, 4])
+    counts = np.bincount(x, minlength=5)
+    assert M.bimodality_of_distribution(np.arange(5), counts) == pytest.approx(M.bimodality(x))
+
+
+def test_identical_models_give_binary_tpa_and_full_agreement():
+    rng = np.random.default_rng(3)
+    one = rng.integers(0, 10, size=(1, 4, 500))
+    preds = np.repeat(one, 8, axis=0)
+    labels = rng.integers(0, 10, 500)
+    tpa = M.tp_agreement(preds, labels)
+    assert set(np.unique(tpa)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(M.agreement(preds), 1.0)
+    # two spikes: bimodality 0
+    np.testing.assert_allclose(M.bimodality(tpa, axis=1), 0.0, atol=1e-12)
+
+
+def test_poisson_binomial_is_exact():
+    acc = np.array([[0.2, 0.9], [0.5, 0.9], [0.7, 0.9]])
+    pmf = M.null_tp_agreement(acc)
+    # brute force over the 8 outcomes
+    from itertools import product
+    for e in range(2):
+        want = np.zeros(4)
+        for bits in product([0, 1], repeat=3):
+            pr = np.prod([a if b else 1 - a for a, b in zip(acc[:, e], bits)])
+            want[sum(bits)] += pr
+        np.testing.assert_allclose(pmf[e], want, atol=1e-15)
+    # equal accuracies: binomial
+    acc = np.full((10, 1), 0.3)
+    np.testing.assert_allclose(M.null_tp_agreement(acc)[0], stats.binom.pmf(np.arange(11), 10, 0.3), atol=1e-14)
+
+
+def test_independent_models_are_close_to_the_null():
+    rng = np.random.default_rng(4)
+    n_models, n_examples, n_classes = 20, 20000, 10
+    acc = np.linspace(0.4, 0.8, n_models)
+    labels = rng.integers(0, n_classes, n_examples)
+    correct = rng.random((n_models, n_examples)) < acc[:, None]
+    wrong = (labels + rng.integers(1, n_classes, (n_models, n_examples))) % n_classes
+    preds = np.where(correct, labels, wrong)[:, None, :]
+    tpa = M.tp_agreement(preds, labels)
+    observed_acc = M.accuracies(preds, labels)
+    test = M.bimodality_test(tpa, observed_acc, n_draws=500, seed=0)
+    # the sample bimodality of 20000 examples spreads by about 0.04 around the exact value
+    assert test["observed"][0] == pytest.approx(test["null"][0], abs=0.1)
+    assert test["p_value"][0] > 0.01
+    # the histogram matches the exact null pmf
+    hist = M.tp_agreement_histogram(tpa, n_models)[0] / n_examples
+    np.testing.assert_allclose(hist, M.null_tp_agreement(observed_acc)[0], atol=0.01)
+    # Agreement: observed mean close to the simulated null's mean
+    null = M.null_agreement(observed_acc, n_classes, n_samples=20000, seed=1)
+    assert M.agreement(preds).mean() == pytest.approx(null.mean(), abs=0.005)
+
+
+def test_bimodal_collection_rejects_the_null():
+    rng = np.random.default_rng(5)
+    n_models, n_examples = 10, 5000
+    easy = rng.random(n_examples) < 0.7  # every model right on easy examples, wrong on the rest
+    preds = np.where(easy, 1, 0)[None, None, :].repeat(n_models, 0)
+    flip = rng.random(preds.shape) < 0.05
+    preds = np.where(flip, 1 - preds, preds)
+    labels = np.ones(n_examples, np.int64)
+    tpa = M.tp_agreement(preds, labels)
+    test = M.bimodality_test(tpa, M.accuracies(preds, labels), n_draws=500, seed=0)
+    assert test["observed"][0] < 0.3 < test["null"][0]
+    assert test["p_value"][0] == pytest.approx(1 / 501)
+
+
+def test_null_bimodality_matches_binomial_formula():
+    # Binomial(n, p) / n: skew^2 = (1-2p)^2/(npq), kurtosis = 3 + (1-6pq)/(npq)
+    n, p = 25, 0.35
+    q = 1 - p
+    want = 3 + (1 - 6 * p * q) / (n * p * q) - (1 - 2 * p) ** 2 / (n * p * q) - 1
+    assert M.null_bimodality(np.full((n, 1), p))[0] == pytest.approx(want, rel=1e-10)
+
+
+def test_null_agreement_extremes_and_seed():
+    acc = np.array([[1.0, 0.0]] * 5)
+    sim = M.null_agreement(acc, n_classes=2, n_samples=100, seed=0)
+    np.testing.assert_array_equal(sim, 1.0)  # all right, or all wrong with one wrong class
+    acc = np.full((6, 1), 0.5)
+    a = M.null_agreement(acc, 10, 1000, seed=7)
+    np.testing.assert_array_equal(a, M.null_agreement(acc, 10, 1000, seed=7))
+    assert not np.array_equal(a, M.null_agreement(acc, 10, 1000, seed=8))
+
+
+def test_accessibility_and_learning_epoch():
+    labels = np.array([1, 1, 1, 1])
+    # one model, 4 recorded epochs; columns are examples
+    preds = np.array([[[0, 1, 1, 1],
+                       [1, 0, 1, 0],
+                       [1, 1, 1, 1],
+                       [1, 1, 1, 0]]])
+    np.testing.assert_allclose(M.learning_epoch(preds, labels, [1, 2, 4, 8])[0], [2, 4, 1, np.nan])
+    tpa = M.tp_agreement(preds, labels)
+    np.testing.assert_allclose(M.accessibility(tpa), [0.75, 0.75, 1.0, 0.5])
+    with pytest.raises(ValueError, match="epochs"):
+        M.learning_epoch(preds, labels, [1, 2])
+
+
+def test_accessibility_correlation():
+    rng = np.random.default_rng(6)
+    a = rng.random(1000)
+    b = a + 0.1 * rng.standard_normal(1000)
+    r, p = M.accessibility_correlation(a, b)
+    assert r == pytest.approx(np.corrcoef(a, b)[0, 1])
+    assert p < 1e-100
+    with pytest.raises(ValueError):
+        M.accessibility_correlation(a, b[:10])
+
+
+def test_matched_accuracy_comparison_by_hand():
+    labels = np.zeros(10, np.int64)
+
+    def collection(n_correct_per_epoch):
+        # identical members so the vote is that member; first k examples correct
+        rows = [np.where(np.arange(10) < k, 0, 1) for k in n_correct_per_epoch]
+        return np.array(rows)[None].repeat(3, axis=0)
+
+    a = collection([2, 5, 9])      # stronger: 0.2, 0.5, 0.9
+    b = collection([2, 5, 6])      # weaker, converges at 0.6
+    out = M.matched_accuracy_comparison(a, b, labels, tolerance=0.01)
+    assert out["stronger"] == "a"
+    np.testing.assert_array_equal(out["epoch_index_a"], [0, 1, 2])
+    np.testing.assert_array_equal(out["epoch_index_b"], [0, 1, 2])  # last: past b's final epoch
+    np.testing.assert_array_equal(out["both"], [2, 5, 6])
+    np.testing.assert_array_equal(out["only_a"], [0, 0, 3])
+    np.testing.assert_array_equal(out["only_b"], [0, 0, 0])
+    np.testing.assert_array_equal(out["neither"], [8, 5, 1])
+    # swapping the arguments swaps the roles
+    out2 = M.matched_accuracy_comparison(b, a, labels)
+    assert out2["stronger"] == "b"
+    np.testing.assert_array_equal(out2["only_b"], [0, 0, 3])
+
+
+def test_input_validation():
+    with pytest.raises(ValueError, match="n_models, n_epochs, n_examples"):
+        M.tp_agreement(np.zeros((3, 4)), np.zeros(4))
+    with pytest.raises(ValueError, match="labels"):
+        M.tp_agreement(np.zeros((2, 3, 4), int), np.zeros(5))
+    with pytest.raises(ValueError, match="integer"):
+        M.agreement(np.zeros((2, 3, 4)))
