@@ -1,0 +1,317 @@
+"""Named datasets as plain arrays: uint8 images (N, H, W, C), int64 labels, class names.
+
+Lookup order for the torchvision datasets, under a data root (argument, else the
+``AGREEBOOK_DATA`` environment variable, else ``~/.cache/agreebook``):
+
+1. a prepared file ``<root>/<name>.npz`` with keys x_train, y_train, x_test, y_test, classes;
+2. torchvision's own dataset class under ``<root>`` (downloading only if allowed), after
+   which the prepared file is written so later loads skip torchvision.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_savez
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded: unknown, or missing offline."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray  # (n_train, H, W, C) uint8
+    y_train: np.ndarray  # (n_train,) int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list
+    source: str = ""
+    subset: dict = field(default_factory=dict)  # which examples of the named set these are
+
+    @property
+    def n_classes(self):
+        return len(self.classes)
+
+    def fingerprint(self):
+        """sha256 over the arrays, so a record can prove which data it was computed on."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+def default_root():
+    return Path(os.environ.get("AGREEBOOK_DATA") or Path.home() / ".cache" / "agreebook")
+
+
+# --- CIFAR-100 super-classes (the dataset's own coarse labels, by fine-class name) --------------
+CIFAR100_SUPERCLASSES = {
+    "aquatic_mammals": ["beaver", "dolphin", "otter", "seal", "whale"],
+    "fish": ["aquarium_fish", "flatfish", "ray", "shark", "trout"],
+    "flowers": ["orchid", "poppy", "rose", "sunflower", "tulip"],
+    "food_containers": ["bottle", "bowl", "can", "cup", "plate"],
+    "fruit_and_vegetables": ["apple", "mushroom", "orange", "pear", "sweet_pepper"],
+    "household_electrical_devices": ["clock", "keyboard", "lamp", "telephone", "television"],
+    "household_furniture": ["bed", "chair", "couch", "table", "wardrobe"],
+    "insects": ["bee", "beetle", "butterfly", "caterpillar", "cockroach"],
+    "large_carnivores": ["bear", "leopard", "lion", "tiger", "wolf"],
+    "large_man_made_outdoor_things": ["bridge", "castle", "house", "road", "skyscraper"],
+    "large_natural_outdoor_scenes": ["cloud", "forest", "mountain", "plain", "sea"],
+    "large_omnivores_and_herbivores": ["camel", "cattle", "chimpanzee", "elephant", "kangaroo"],
+    "medium_mammals": ["fox", "porcupine", "possum", "raccoon", "skunk"],
+    "non_insect_invertebrates": ["crab", "lobster", "snail", "spider", "worm"],
+    "people": ["baby", "boy", "girl", "man", "woman"],
+    "reptiles": ["crocodile", "dinosaur", "lizard", "snake", "turtle"],
+    "small_mammals": ["hamster", "mouse", "rabbit", "shrew", "squirrel"],
+    "trees": ["maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"],
+    "vehicles_1": ["bicycle", "bus", "motorcycle", "pickup_truck", "train"],
+    "vehicles_2": ["lawn_mower", "rocket", "streetcar", "tank", "tractor"],
+}
+
+_TORCHVISION = {  # name -> (torchvision class name, what a user puts under the root offline)
+    "mnist": ("MNIST", "MNIST/raw/*-ubyte.gz (torchvision's MNIST files)"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw/*-ubyte.gz (torchvision's files)"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py/ (torchvision's CIFAR10 folder)"),
+    "cifar100": ("CIFAR100", "cifar-100-python/ (torchvision's CIFAR100 folder)"),
+}
+
+
+def _prepared_path(root, name):
+    return Path(root) / f"{name}.npz"
+
+
+def _load_prepared(path, name):
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"x_train", "y_train", "x_test", "y_test", "classes"} - set(f.files)
+        if missing:
+            raise DatasetError(f"{path} lacks keys {sorted(missing)}; it needs x_train, y_train, "
+                               "x_test, y_test (uint8 NHWC images, int64 labels) and classes")
+        arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        classes = [str(c) for c in f["classes"]]
+    for k in ("x_train", "x_test"):
+        if arrays[k].ndim == 3:  # grayscale stored as (N, H, W)
+            arrays[k] = arrays[k][..., None]
+        if arrays[k].dtype != np.uint8 or arrays[k].ndim != 4:
+            raise DatasetError(f"{path}: {k} must be uint8 (N, H, W, C); got {arrays[k].dtype} {arrays[k].shape}")
+    return Dataset(name, arrays["x_train"], arrays["y_train"].astype(np.int64),
+                   arrays["x_test"], arrays["y_test"].astype(np.int64), classes, source=f"prepared file {path}")
+
+
+def _load_torchvision(name, root, download):
+    cls_name, layout = _TORCHVISION[name]
+    root = Path(root)
+    path = _prepared_path(root, name)
+    if path.exists():
+        return _load_prepared(path, name)
+    import torchvision.datasets as tvd
+    cls = getattr(tvd, cls_name)
+    created = not root.exists()
+    try:
+        splits = [cls(root=str(root), train=t, download=download) for t in (True, False)]
+    except Exception as exc:  # torchvision raises RuntimeError / URLError / OSError offline
+        if created:  # leave nothing behind: torchvision made the folders before failing
+            shutil.rmtree(root, ignore_errors=True)
+        raise DatasetError(
+            f"dataset {name!r} is not available under {root} ({type(exc).__name__}: {exc}).\n"
+            f"Put {layout} there, or a prepared {path} with keys x_train, y_train, x_test, y_test, "
+            f"classes (uint8 NHWC images, int64 labels); or load it once with download=True "
+            f"on a machine with internet. "
+            f"Set the root with data_root=... or AGREEBOOK_DATA.") from None
+    arrays = {}
+    for split, ds in zip(("train", "test"), splits):
+        x = np.asarray(ds.data)
+        arrays[f"x_{split}"] = x[..., None] if x.ndim == 3 else x
+        arrays[f"y_{split}"] = np.asarray(ds.targets, dtype=np.int64)
+    classes = [str(c) for c in splits[0].classes]
+    try:
+        atomic_savez(path, **arrays, classes=np.array(classes))
+    except OSError:
+        pass  # a read-only root still loads, just not faster next time
+    return Dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                   classes, source=f"torchvision {cls_name} under {root}")
+
+
+def _digits(**_):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    d = load_digits()
+    # 0..16 intensities -> 0..255 so every dataset shares one uint8 convention
+    x = np.rint(d.images * (255 / 16)).astype(np.uint8)[..., None]
+    idx = np.arange(len(x))
+    # The fixed split: 360 test images (20%), stratified, random_state=0.
+    tr, te = train_test_split(idx, test_size=360, stratify=d.target, random_state=0)
+    tr, te = np.sort(tr), np.sort(te)
+    return Dataset("digits", x[tr], d.target[tr].astype(np.int64), x[te], d.target[te].astype(np.int64),
+                   [str(i) for i in range(10)], source="scikit-learn load_digits, fixed 1437/360 split")
+
+
+def _select_classes(ds, keep, name, class_names=None):
+    """Keep the examples of classes ``keep`` (label values), relabelled 0..len(keep)-1 in that order."""
+    keep = list(keep)
+    lut = np.full(max(ds.n_classes, max(keep) + 1), -1, np.int64)
+    lut[keep] = np.arange(len(keep))
+    tr = np.flatnonzero(lut[ds.y_train] >= 0)
+    te = np.flatnonzero(lut[ds.y_test] >= 0)
+    return Dataset(name, ds.x_train[tr], lut[ds.y_train[tr]], ds.x_test[te], lut[ds.y_test[te]],
+                   class_names or [ds.classes[k] for k in keep], source=f"{ds.source}, classes {keep}",
+                   subset={"parent": ds.name, "classes": keep})
+
+
+def _superclass(name, root, download):
+    full = _load_torchvision("cifar100", root, download)
+    fine = [full.classes.index(c) for c in CIFAR100_SUPERCLASSES[name]]
+    return _select_classes(full, fine, name)
+
+
+def _cats_vs_dogs(root, download, **_):
+    full = _load_torchvision("cifar10", root, download)
+    return _select_classes(full, [full.classes.index("cat"), full.classes.index("dog")], "cats_vs_dogs")
+
+
+def _gaussian(seed=0, **_):
+    """Two classes, N(0, I) and N(0.1*1, I) in 3072 dimensions, as 32x32x3 images.
+
+    Stored as uint8 128 + 32*z (clipped at +-4 sd), so 0.1 sd is 3.2 grey levels.
+    2500 train / 500 test per class.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(n):
+        z = rng.standard_normal((2 * n, 3072), dtype=np.float32)
+        y = np.repeat([0, 1], n)
+        z[y == 1] += 0.1
+        x = np.clip(np.rint(128 + 32 * z), 0, 255).astype(np.uint8).reshape(2 * n, 32, 32, 3)
+        perm = rng.permutation(2 * n)
+        return x[perm], y[perm].astype(np.int64)
+
+    xtr, ytr = draw(2500)
+    xte, yte = draw(500)
+    return Dataset("gaussian", xtr, ytr, xte, yte, ["N(0,I)", "N(0.1,I)"],
+                   source=f"synthetic two Gaussians, seed {seed}")
+
+
+GABOR_ORIENTATIONS = (45, 90, 135, 180)
+
+
+def _gabor(seed=0, n_train_per_class=500, n_test_per_class=100, **_):
+    """12 classes: colour channel (R, G, B) x base orientation (45/90/135/180 deg).
+
+    Each image is a Gabor patch on mid-grey in one channel, its orientation the class's base
+    plus a uniform jitter of +-30 deg; envelope width (sigma 2.5-6 px), wavelength (5-10 px),
+    phase and centre vary within a class. 32x32x3 uint8.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+
+    def draw(per_class):
+        n = 12 * per_class
+        y = np.repeat(np.arange(12), per_class)
+        channel, base = y // 4, np.array(GABOR_ORIENTATIONS)[y % 4]
+        theta = np.deg2rad(base + rng.uniform(-30, 30, n))[:, None, None]
+        sigma = rng.uniform(2.5, 6.0, n)[:, None, None]
+        lam = rng.uniform(5.0, 10.0, n)[:, None, None]
+        psi = rng.uniform(0, 2 * np.pi, n)[:, None, None]
+        cx, cy = (rng.uniform(10, 22, n)[:, None, None] for _ in range(2))
+        dx, dy = xx - cx, yy - cy
+        xr = dx * np.cos(theta) + dy * np.sin(theta)
+        yr = -dx * np.sin(theta) + dy * np.cos(theta)
+        g = np.exp(-(xr ** 2 + yr ** 2) / (2 * sigma ** 2)) * np.cos(2 * np.pi * xr / lam + psi)
+        x = np.full((n, 32, 32, 3), 128, np.uint8)
+        x[np.arange(n), :, :, channel] = np.clip(np.rint(128 + 127 * g), 0, 255).astype(np.uint8)
+        perm = rng.permutation(n)
+        return x[perm], y[perm].astype(np.int64)
+
+    xtr, ytr = draw(n_train_per_class)
+    xte, yte = draw(n_test_per_class)
+    classes = [f"{c}-{o}" for c in "RGB" for o in GABOR_ORIENTATIONS]
+    return Dataset("gabor", xtr, ytr, xte, yte, classes, source=f"synthetic Gabor patches, seed {seed}")
+
+
+def _registry():
+    reg = {"digits": _digits, "gaussian": _gaussian, "gabor": _gabor, "cats_vs_dogs": _cats_vs_dogs}
+    for name in _TORCHVISION:
+        reg[name] = lambda root, download, _n=name, **_: _load_torchvision(_n, root, download)
+    for name in CIFAR100_SUPERCLASSES:
+        reg[name] = lambda root, download, _n=name, **_: _superclass(_n, root, download)
+    return reg
+
+
+DATASETS = tuple(sorted(_registry()))
+
+
+def check_dataset_name(name):
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+
+
+def load_dataset(name, root=None, download=True, seed=0):
+    """Load a named dataset as arrays.
+
+    name: one of ``DATASETS``; root: data root (default ``AGREEBOOK_DATA`` or
+    ~/.cache/agreebook); download: let torchvision fetch missing files; seed: for the
+    synthetic sets only. Raises DatasetError with what to do when it cannot.
+    """
+    check_dataset_name(name)
+    root = Path(root) if root is not None else default_root()
+    return _registry()[name](root=root, download=download, seed=seed)
+
+
+# --- transforms ------------------------------------------------------------------------------
+
+def random_labels(labels, n_classes, seed):
+    """Labels replaced by uniform random ones (paper §5): same shape, int64."""
+    return np.random.default_rng(seed).integers(0, n_classes, size=np.shape(labels)).astype(np.int64)
+
+
+def stratified_subset(labels, n, seed):
+    """Sorted indices of n examples keeping the class proportions (largest remainders)."""
+    labels = np.asarray(labels)
+    if not 0 < n <= len(labels):
+        raise DatasetError(f"a subset of {n} examples is impossible from {len(labels)}")
+    if n == len(labels):
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n / len(labels)
+    take = np.floor(quota).astype(int)
+    extra = np.argsort(-(quota - take), kind="stable")[: n - take.sum()]
+    take[extra] += 1
+    idx = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(idx))
+
+
+def partitions(n_examples, k, seed):
+    """k disjoint random parts of range(n_examples), as sorted index arrays (paper §3.3)."""
+    if not 1 <= k <= n_examples:
+        raise DatasetError(f"cannot split {n_examples} examples into {k} non-empty parts")
+    perm = np.random.default_rng(seed).permutation(n_examples)
+    return [np.sort(p) for p in np.array_split(perm, k)]
+
+
+def take(ds, train_idx=None, test_idx=None):
+    """The dataset restricted to the given train / test indices; the indices go to ``subset``."""
+    sub = dict(ds.subset)
+    out = Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.classes, ds.source, sub)
+    if train_idx is not None:
+        out.x_train, out.y_train = ds.x_train[train_idx], ds.y_train[train_idx]
+        sub["train_indices"] = np.asarray(train_idx).tolist()
+    if test_idx is not None:
+        out.x_test, out.y_test = ds.x_test[test_idx], ds.y_test[test_idx]
+        sub["test_indices"] = np.asarray(test_idx).tolist()
+    return out
+
+
+def class_subset(ds, class_names):
+    """Only the named classes, relabelled 0..k-1 in the order given."""
+    unknown = [c for c in class_names if c not in ds.classes]
+    if unknown:
+        raise DatasetError(f"{ds.name} has no classes {unknown}; it has {ds.classes}")
+    return _select_classes(ds, [ds.classes.index(c) for c in class_names], ds.name)

@@ -1,0 +1,171 @@
+"""The paper's architectures (Suppl B) and torchvision's, in one registry.
+
+Each entry builds a ``torch.nn.Module`` for an input shape (C, H, W) and a number of classes,
+and carries the paper's optimiser defaults.  Images smaller than an architecture's
+``min_size`` are resized up by the training pipeline (bilinear), so every net takes every set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+               "leaky_relu": nn.LeakyReLU, "identity": nn.Identity}
+
+
+class ArchError(ValueError):
+    """Unknown architecture, or an option it does not take."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    build: callable  # (in_shape, n_classes, activation, dropout) -> nn.Module
+    defaults: dict = field(default_factory=dict)  # optimiser and schedule, see config.TrainConfig
+    min_size: int = 1
+    description: str = ""
+    configurable: bool = True  # takes activation / dropout overrides
+
+
+def _act(name):
+    if name not in ACTIVATIONS:
+        raise ArchError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def _same_conv(c_in, c_out, k):
+    """Keras' 'same' padding; for even k the extra row/column goes right/bottom, as in Keras,
+    done explicitly because torch's padding='same' copies the input for even kernels."""
+    if k % 2:
+        return [nn.Conv2d(c_in, c_out, k, padding=k // 2)]
+    return [nn.ZeroPad2d((k // 2 - 1, k // 2, k // 2 - 1, k // 2)), nn.Conv2d(c_in, c_out, k)]
+
+
+def _st_vgg(blocks, default_act, pool):
+    """st-VGG family: pairs of same-padded convs, each pair followed by pooling and dropout,
+    then dense 512 and the classifier (the authors' Keras st-VGG, no batch norm)."""
+
+    def build(in_shape, n_classes, activation=None, dropout=None):
+        act = activation or default_act
+        p1, p2 = (0.25, 0.5) if dropout is None else (dropout, 2 * dropout)
+        c, h, w = in_shape
+        layers = []
+        for width, k in blocks:
+            layers += [*_same_conv(c, width, k), _act(act), *_same_conv(width, width, k), _act(act)]
+            if min(h, w) >= 2:  # small inputs (digits' 8x8) keep their last pixels
+                layers.append(pool(2))
+                h, w = h // 2, w // 2
+            layers.append(nn.Dropout(p1))
+            c = width
+        layers += [nn.Flatten(), nn.Linear(c * h * w, 512), _act(act), nn.Dropout(min(p2, 0.9)),
+                   nn.Linear(512, n_classes)]
+        return nn.Sequential(*layers)
+
+    return build
+
+
+_ST_BLOCKS = [(32, 3), (64, 3), (128, 3), (256, 2)]
+
+
+def _mnist_net(in_shape, n_classes, activation=None, dropout=None):
+    """The paper's MNIST net (Keras' mnist_cnn): conv32-conv64 (valid 3x3), max-pool,
+    dropout 0.25, dense 128, dropout 0.5."""
+    act = activation or "relu"
+    p1, p2 = (0.25, 0.5) if dropout is None else (dropout, 2 * dropout)
+    c, h, w = in_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3), _act(act), nn.Conv2d(32, 64, 3), _act(act), nn.MaxPool2d(2), nn.Dropout(p1),
+        nn.Flatten(), nn.Linear(64 * ((h - 4) // 2) * ((w - 4) // 2), 128), _act(act),
+        nn.Dropout(min(p2, 0.9)), nn.Linear(128, n_classes))
+
+
+def _fc(in_shape, n_classes, activation=None, dropout=None):
+    """Fully connected net: two hidden layers of 512."""
+    act = activation or "relu"
+    d = 0.0 if dropout is None else dropout
+    n_in = in_shape[0] * in_shape[1] * in_shape[2]
+    return nn.Sequential(nn.Flatten(), nn.Linear(n_in, 512), _act(act), nn.Dropout(d),
+                         nn.Linear(512, 512), _act(act), nn.Dropout(d), nn.Linear(512, n_classes))
+
+
+def _torchvision(name):
+    def build(in_shape, n_classes, activation=None, dropout=None):
+        import torchvision.models as tvm
+        c = in_shape[0]
+        small = min(in_shape[1:]) < 64
+        if name.startswith("resnet"):
+            m = getattr(tvm, name)(weights=None, num_classes=n_classes)
+            # the usual CIFAR adaptation: a 3x3 stem without the early down-sampling
+            m.conv1 = nn.Conv2d(c, 64, 3 if small else 7, 1 if small else 2, 1 if small else 3, bias=False)
+            if small:
+                m.maxpool = nn.Identity()
+        elif name == "densenet121":
+            m = tvm.densenet121(weights=None, num_classes=n_classes)
+            m.features.conv0 = nn.Conv2d(c, 64, 3 if small else 7, 1 if small else 2, 1 if small else 3, bias=False)
+            if small:
+                m.features.pool0 = nn.Identity()
+        elif name == "vgg19":
+            m = tvm.vgg19(weights=None, num_classes=n_classes)
+            m.features[0] = nn.Conv2d(c, 64, 3, padding=1)
+            if small:  # 32x32 leaves 1x1x512: skip the 7x7 upsampling and the 25088-wide head
+                m.avgpool = nn.AdaptiveAvgPool2d(1)
+                m.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.5),
+                                             nn.Linear(512, n_classes))
+        elif name == "alexnet":
+            m = tvm.alexnet(weights=None, num_classes=n_classes)
+            m.features[0] = nn.Conv2d(c, 64, 11, 4, 2)
+        else:  # pragma: no cover - the registry lists only the names above
+            raise ArchError(name)
+        return m
+
+    return build
+
+
+_SGD_STEP = {"optimizer": "sgd", "lr": 0.05, "lr_decay": 1.8, "lr_step": 20, "batch_size": 100,
+             "momentum": 0.0, "weight_decay": 0.0}
+_TV = {"optimizer": "sgd", "lr": 0.01, "lr_decay": 1.8, "lr_step": 20, "batch_size": 100,
+       "momentum": 0.9, "weight_decay": 5e-4}
+
+ARCHS = {a.name: a for a in [
+    Arch("st_vgg", _st_vgg(_ST_BLOCKS, "elu", nn.MaxPool2d), _SGD_STEP,
+         description="st-VGG: 8 convs 32-32-64-64-128-128-256-256, ELU, max-pool per pair, dense 512"),
+    Arch("small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "elu", nn.MaxPool2d), _SGD_STEP,
+         description="small st-VGG: st-VGG's first two blocks (4 convs 32-32-64-64) and its head"),
+    Arch("linear_st_vgg", _st_vgg(_ST_BLOCKS, "identity", nn.AvgPool2d), _SGD_STEP,
+         description="linear st-VGG: st-VGG with identity activations and average pooling"),
+    Arch("mnist_net", _mnist_net, {**_SGD_STEP, "optimizer": "adadelta", "lr": 1.0, "lr_decay": 1.0},
+         min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),
+    Arch("fc", _fc, {**_SGD_STEP, "lr": 0.04, "lr_decay": 1.0},
+         description="fully connected: two hidden layers of 512, ReLU"),
+    *[Arch(n, _torchvision(n), _TV, min_size=64 if n == "alexnet" else 32,
+           description=f"torchvision {n}, adapted to the input size and classes", configurable=False)
+      for n in ("vgg19", "resnet18", "resnet50", "alexnet", "densenet121")],
+]}
+
+
+def get_arch(name):
+    if name not in ARCHS:
+        raise ArchError(f"unknown architecture {name!r}; known: {', '.join(ARCHS)}")
+    return ARCHS[name]
+
+
+def build_model(name, in_shape, n_classes, activation=None, dropout=None):
+    """A fresh, randomly initialised model (use torch.manual_seed before for a given init)."""
+    arch = get_arch(name)
+    if not arch.configurable and (activation is not None or dropout is not None):
+        raise ArchError(f"{name} takes no activation / dropout overrides; only "
+                        f"{', '.join(a for a in ARCHS if ARCHS[a].configurable)} do")
+    size = max(arch.min_size, *in_shape[1:])
+    return arch.build((in_shape[0], size, size) if size != in_shape[1] or size != in_shape[2] else in_shape,
+                      n_classes, activation=activation, dropout=dropout)
+
+
+def input_size(name, in_shape):
+    """Spatial size the architecture is fed for images of ``in_shape`` (C, H, W)."""
+    return max(get_arch(name).min_size, *in_shape[1:])
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
