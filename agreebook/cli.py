@@ -1,0 +1,95 @@
+"""python -m agreebook {train, report}."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ConfigError, TrainConfig, check_overrides
+from .data import DATASETS, DatasetError
+from .models import ARCHS, ArchError
+from .record import Record, RecordError
+
+USER_ERRORS = (ConfigError, DatasetError, ArchError, RecordError)
+
+
+def _value(text):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m agreebook",
+                                description="Train collections of networks and measure whether they agree.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a collection and write its prediction record")
+    d = TrainConfig()
+    t.add_argument("--out", required=True, help="folder of the record (resumes if it holds this config)")
+    t.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
+    t.add_argument("--arch", default=d.arch, help=f"one of: {', '.join(ARCHS)}")
+    t.add_argument("--models", type=int, default=d.n_models, help="collection size N")
+    t.add_argument("--epochs", default=",".join(map(str, d.epochs)), help="recorded epochs, e.g. 1,2,4,8")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--protocol", default=d.protocol, choices=["trajectory", "retrain"])
+    t.add_argument("--random-labels", action="store_true", help="train on seeded random labels")
+    t.add_argument("--train-size", type=int, help="stratified subset of the training set")
+    t.add_argument("--test-size", type=int, help="stratified subset of the test set")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting of TrainConfig, e.g. --set lr=0.01 --set optimizer=adam")
+    t.add_argument("--data-root", help="data folder (default $AGREEBOOK_DATA or ~/.cache/agreebook)")
+    t.add_argument("--no-download", action="store_true", help="never let torchvision download")
+    t.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    t.add_argument("--workers", type=int, help="CPU worker processes (default: one per core)")
+    r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")
+    r.add_argument("dir", help="the folder given to train --out")
+    r.add_argument("--json", action="store_true", help="print one JSON object instead of a table and figures")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _report(args)
+    except USER_ERRORS as exc:
+        print(f"agreebook: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train(args):
+    from .train import Runtime, train_collection
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set takes KEY=VALUE; got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = _value(v.strip())
+    cfg = TrainConfig(**check_overrides({
+        "dataset": args.dataset, "arch": args.arch, "n_models": args.models, "epochs": args.epochs,
+        "seed": args.seed, "protocol": args.protocol, "random_labels": args.random_labels,
+        "train_size": args.train_size, "test_size": args.test_size, **overrides}))
+    rt = Runtime(device=args.device, workers=args.workers, data_root=args.data_root,
+                 download=not args.no_download)
+    rec = train_collection(cfg, args.out, rt)
+    print(f"wrote {args.out}/record.npz: {rec}")
+    print(f"next: python -m agreebook report {args.out}")
+    return 0
+
+
+def _report(args):
+    from .report import format_summary, summarize
+    rec = Record.load(args.dir)
+    summary = summarize(rec)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(format_summary(rec, summary))
+    from .plots import save_report_figures
+    for path in save_report_figures(rec, args.dir):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,145 @@
+"""Every hyperparameter of a collection, in one place.
+
+A ``TrainConfig`` is what identifies a record: two runs with equal resolved configs produce
+the same record.  ``None`` means "the architecture's paper default" (models.ARCHS).
+Overrides are plain keyword values, type-checked; unknown keys are errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Optional, Tuple
+
+from .data import DATASETS, DatasetError
+from .models import ACTIVATIONS, get_arch
+
+OPTIMIZERS = ("sgd", "adam", "adadelta", "rmsprop")
+PROTOCOLS = ("trajectory", "retrain")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be run."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "digits"
+    arch: str = "small_st_vgg"
+    n_models: int = 10
+    epochs: Tuple[int, ...] = (1, 2, 4, 8, 16)  # the recorded epochs, increasing
+    seed: int = 0
+    protocol: str = "trajectory"  # or "retrain": fresh members for every recorded epoch (Suppl D)
+    random_labels: bool = False  # replace the train labels by seeded uniform ones (paper §5)
+    train_size: Optional[int] = None  # stratified subset of the training set
+    test_size: Optional[int] = None
+    data_seed: int = 0  # synthetic data, subsets and random labels
+    optimizer: Optional[str] = None
+    lr: Optional[float] = None
+    lr_decay: Optional[float] = None  # lr is divided by this every lr_step epochs
+    lr_step: Optional[int] = None
+    momentum: Optional[float] = None
+    weight_decay: Optional[float] = None
+    batch_size: Optional[int] = None
+    activation: Optional[str] = None
+    dropout: Optional[float] = None
+    save_probabilities: bool = False  # also keep each entry's true-class probability (float16)
+
+    def replace(self, **overrides):
+        return dataclasses.replace(self, **check_overrides(overrides))
+
+    def resolved(self):
+        """The config with every architecture default filled in."""
+        arch = get_arch(self.arch)
+        filled = {k: v for k, v in arch.defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **filled)
+
+    def validate(self):
+        """Raise ConfigError on the first value that cannot run; returns self."""
+        try:
+            if self.dataset not in DATASETS:
+                raise DatasetError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
+            arch = get_arch(self.arch)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.n_models < 2:
+            raise ConfigError(f"n_models must be at least 2 to measure agreement; got {self.n_models}")
+        if not self.epochs or any(e < 1 for e in self.epochs) or \
+                any(b <= a for a, b in zip(self.epochs, self.epochs[1:])):
+            raise ConfigError(f"epochs must be positive and strictly increasing; got {list(self.epochs)}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
+        r = self.resolved()
+        if r.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {r.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        for name in ("lr", "lr_decay", "batch_size", "lr_step"):
+            if getattr(r, name) <= 0:
+                raise ConfigError(f"{name} must be positive; got {getattr(r, name)}")
+        for name in ("train_size", "test_size"):
+            if getattr(r, name) is not None and getattr(r, name) < 1:
+                raise ConfigError(f"{name} must be positive; got {getattr(r, name)}")
+        if r.activation is not None and r.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {r.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if r.dropout is not None and not 0 <= r.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1); got {r.dropout}")
+        if not arch.configurable and (r.activation is not None or r.dropout is not None):
+            raise ConfigError(f"{r.arch} takes no activation / dropout overrides")
+        return self
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["epochs"] = list(self.epochs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**check_overrides(d))
+
+
+_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def check_overrides(overrides):
+    """Type-check plain overrides against TrainConfig's fields; unknown keys are errors."""
+    out = {}
+    for key, value in overrides.items():
+        if key not in _TYPES:
+            raise ConfigError(f"unknown setting {key!r}; settings are: {', '.join(_TYPES)}")
+        t = _TYPES[key]
+        optional = "Optional" in str(t)
+        if value is None and optional:
+            out[key] = None
+            continue
+        base = str(t).replace("Optional[", "").rstrip("]")
+        if "Tuple" in base:
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v]
+            if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+                raise ConfigError(f"{key} must be a list of integers; got {value!r}")
+            out[key] = tuple(int(v) for v in value)
+        elif base == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be True or False; got {value!r}")
+            out[key] = value
+        elif base == "int":
+            if not _is_int(value):
+                raise ConfigError(f"{key} must be an integer; got {value!r}")
+            out[key] = int(value)
+        elif base == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key} must be a number; got {value!r}")
+            out[key] = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a string; got {value!r}")
+            out[key] = value
+    return out
+
+
+def _is_int(v):
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.lstrip("-").isdigit())
+
+
+def config_diff(a, b):
+    """Human-readable differences between two config dicts."""
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} (record) vs {b.get(k)!r} (now)" for k in keys if a.get(k) != b.get(k)]

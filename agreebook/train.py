@@ -1,0 +1,386 @@
+"""The collection trainer: N members, independent seeds, every recorded epoch written down.
+
+One training loop (``_train_member``) does the work; around it:
+
+* members are jobs.  ``trajectory``: one job per member, recorded along its run.
+  ``retrain`` (Suppl D): one job per (member, recorded epoch), trained from scratch that long.
+* every job checkpoints after every epoch (model, optimiser, RNG and data-order state, its
+  predictions so far), atomically, so a killed run resumes where it stopped and ends with
+  the record an uninterrupted run writes.
+* on a CPU, jobs run in worker processes with one thread each (or all cores for a single
+  job): small models scale across processes far better than across intra-op threads.
+  Convolutional models run channels_last.  On CUDA, members train together (``group``).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .config import ConfigError, TrainConfig, config_diff
+from .data import load_dataset, random_labels, stratified_subset, take
+from .io import atomic_torch_save, atomic_write_json
+from .models import build_model, count_parameters, get_arch, input_size
+from .record import Record, RecordError
+
+EVAL_BATCH = 1000
+
+
+@dataclass
+class Runtime:
+    """How to run, not what: none of this changes a CPU record (thread counts are logged)."""
+    device: str = "auto"  # "cpu", "cuda", or "auto"
+    workers: int | None = None  # CPU worker processes; default min(jobs, cores)
+    data_root: str | None = None
+    download: bool = True
+    progress: bool = True
+    group: int | None = None  # members trained together on CUDA (vmap); default all
+    amp: bool = True  # bf16 autocast on CUDA
+
+
+@dataclass(frozen=True)
+class Job:
+    member: int
+    extent: int | None  # retrain protocol: index of the recorded epoch this job trains to
+    seed: int
+    total: int  # epochs to train
+    record_at: tuple  # ((epoch, epoch_index), ...)
+
+    @property
+    def name(self):
+        return f"m{self.member:04d}" + ("" if self.extent is None else f"_e{self.extent:03d}")
+
+
+def member_seed(seed, member, extent=None):
+    """Independent seed per member (and per extent in the retrain protocol)."""
+    key = [seed, member] + ([] if extent is None else [extent + 1])
+    return int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0])
+
+
+def make_jobs(cfg):
+    epochs = list(cfg.epochs)
+    if cfg.protocol == "trajectory":
+        return [Job(m, None, member_seed(cfg.seed, m), epochs[-1], tuple((e, i) for i, e in enumerate(epochs)))
+                for m in range(cfg.n_models)]
+    return [Job(m, k, member_seed(cfg.seed, m, k), e, ((e, k),))
+            for k, e in enumerate(epochs) for m in range(cfg.n_models)]
+
+
+def prepare_dataset(cfg, data_root=None, download=True):
+    """The dataset a config trains on: subsets and random labels applied."""
+    ds = load_dataset(cfg.dataset, root=data_root, download=download, seed=cfg.data_seed)
+    tr = te = None
+    if cfg.train_size is not None:
+        if cfg.train_size > len(ds.y_train):
+            raise ConfigError(f"train_size {cfg.train_size} exceeds {cfg.dataset}'s {len(ds.y_train)} training examples")
+        tr = stratified_subset(ds.y_train, cfg.train_size, cfg.data_seed)
+    if cfg.test_size is not None:
+        if cfg.test_size > len(ds.y_test):
+            raise ConfigError(f"test_size {cfg.test_size} exceeds {cfg.dataset}'s {len(ds.y_test)} test examples")
+        te = stratified_subset(ds.y_test, cfg.test_size, cfg.data_seed + 1)
+    ds = take(ds, tr, te)
+    if cfg.random_labels:
+        ds.y_train = random_labels(ds.y_train, ds.n_classes, cfg.data_seed + 2)
+        ds.subset = {**ds.subset, "random_labels_seed": cfg.data_seed + 2}
+    return ds
+
+
+def _tensors(x, mean, std, size):
+    """uint8 NHWC -> float32 NHWC standardised per channel, resized up to ``size`` if smaller."""
+    t = (torch.from_numpy(x).float().div_(255) - mean) / std
+    if t.shape[1] != size or t.shape[2] != size:
+        t = F.interpolate(t.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                          align_corners=False).permute(0, 2, 3, 1)
+    return t.contiguous()
+
+
+class _Data:
+    """The split tensors in NHWC: a row gather then a permute gives channels_last batches."""
+
+    def __init__(self, ds, arch, device):
+        size = input_size(arch, (ds.x_train.shape[3], *ds.x_train.shape[1:3]))
+        x = torch.from_numpy(ds.x_train).float().div_(255)
+        mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2)).clamp_min(1e-6)
+        self.x = {"train": _tensors(ds.x_train, mean, std, size).to(device),
+                  "test": _tensors(ds.x_test, mean, std, size).to(device)}
+        self.y = {"train": torch.from_numpy(ds.y_train).to(device), "test": torch.from_numpy(ds.y_test).to(device)}
+        self.in_shape = (ds.x_train.shape[3], size, size)
+        self.n_classes = ds.n_classes
+
+    @staticmethod
+    def nchw(xb):
+        return xb.permute(0, 3, 1, 2)
+
+
+def _optimizer(cfg, params):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def learning_rate(cfg, epoch):
+    """Step schedule: lr divided by lr_decay every lr_step epochs (epoch counts from 1)."""
+    return cfg.lr / cfg.lr_decay ** ((epoch - 1) // cfg.lr_step)
+
+
+@torch.inference_mode()
+def predict(model, x, y, nchw=True, batch=EVAL_BATCH):
+    """Predicted labels (int16) and true-class probabilities (float16) in eval mode."""
+    model.eval()
+    preds, probs = [], []
+    for a in range(0, len(x), batch):
+        xb = x[a:a + batch]
+        logits = model(_Data.nchw(xb) if nchw else xb).float()
+        preds.append(logits.argmax(1).to(torch.int16).cpu())
+        probs.append(logits.softmax(1).gather(1, y[a:a + batch, None])[:, 0].to(torch.float16).cpu())
+    return torch.cat(preds).numpy(), torch.cat(probs).numpy()
+
+
+def _uses_conv(model):
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None):
+    """Train one job to its end, checkpointing each epoch; returns its predictions."""
+    torch.manual_seed(job.seed)  # init and dropout
+    model = build_model(cfg.arch, data.in_shape, data.n_classes, cfg.activation, cfg.dropout).to(device)
+    if _uses_conv(model):
+        model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(cfg, model.parameters())
+    order = torch.Generator().manual_seed(job.seed ^ 0x5EED)
+    n_rec = len(job.record_at)
+    out = {s: {"pred": np.full((n_rec, len(data.y[s])), -1, np.int16),
+               "prob": np.zeros((n_rec, len(data.y[s])), np.float16)} for s in data.x}
+    start = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"])
+        order.set_state(ck["order"])
+        out, start = ck["out"], ck["epoch"]
+    x, y = data.x["train"], data.y["train"]
+    n = len(y)
+    for epoch in range(start + 1, job.total + 1):
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(cfg, epoch)
+        model.train()
+        perm = torch.randperm(n, generator=order).to(x.device)
+        for a in range(0, n, cfg.batch_size):
+            idx = perm[a:a + cfg.batch_size]
+            loss = F.cross_entropy(model(_Data.nchw(x[idx])), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for e, i in job.record_at:
+            if e == epoch:
+                for s in data.x:
+                    out[s]["pred"][job.record_at.index((e, i))], out[s]["prob"][job.record_at.index((e, i))] = \
+                        predict(model, data.x[s], data.y[s])
+        atomic_torch_save(ckpt_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "rng": torch.get_rng_state(), "order": order.get_state(), "out": out})
+        on_epoch()
+    return out
+
+
+# --- worker processes ----------------------------------------------------------------------------
+# Plain subprocesses, not multiprocessing: spawn re-imports the caller's __main__, which breaks
+# scripts without a main guard and some notebooks; a worker rebuilds its data from the config.
+
+def worker_main(out, worker, workers, threads, data_root, download):
+    """Entry point of ``python -m agreebook.worker``: train jobs[worker::workers] of <out>."""
+    import json
+    torch.set_num_threads(threads)
+    cfg = TrainConfig.from_dict(json.loads((Path(out) / "config.json").read_text())["config"])
+    data = _Data(prepare_dataset(cfg, data_root, download), cfg.arch, "cpu")
+    parent = os.getppid()
+
+    def tick():
+        if os.getppid() != parent:  # the driver was killed: stop, the checkpoints let a rerun resume
+            raise SystemExit(3)
+        print("epoch", flush=True)
+
+    for job in make_jobs(cfg)[worker::workers]:
+        path = Path(out) / "checkpoints" / f"{job.name}.pt"
+        _train_member(job, cfg, data, path, "cpu", on_epoch=tick)
+        print("done", job.name, flush=True)
+
+
+def _pick_device(name):
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device; use device='cpu'")
+    return name
+
+
+def _versions():
+    import torchvision
+    return {"agreebook": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _identity(cfg, ds):
+    return {"config": cfg.to_dict(), "data_fingerprint": ds.fingerprint()}
+
+
+def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> Record:
+    """Train cfg.n_models members and write their predictions to ``<out>/record.npz``.
+
+    Re-running the same call on the same ``out`` resumes a killed run, or returns the finished
+    record at once; a different configuration on an existing ``out`` is refused.
+    """
+    rt = runtime or Runtime()
+    cfg = cfg.validate().resolved()
+    out = Path(out)
+    device = _pick_device(rt.device)
+    ds = prepare_dataset(cfg, rt.data_root, rt.download)
+    ident = _identity(cfg, ds)
+    ident_path = out / "config.json"
+    if ident_path.exists() or (out / "record.npz").exists():
+        import json
+        old = json.loads(ident_path.read_text()) if ident_path.exists() else {
+            "config": Record.load(out).meta.get("config"), "data_fingerprint": Record.load(out).meta.get("data_fingerprint")}
+        if old != ident:
+            diff = config_diff(old["config"] or {}, ident["config"])
+            if old.get("data_fingerprint") != ident["data_fingerprint"]:
+                diff.append("data: the dataset's arrays differ (fingerprint)")
+            raise RecordError(f"{out} holds a record of another configuration:\n  " + "\n  ".join(diff) +
+                              "\nUse another output folder, or delete this one to start over.")
+        if (out / "record.npz").exists():
+            rec = Record.load(out)
+            if rec.is_complete:
+                return rec
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ident_path, ident)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+
+    jobs = make_jobs(cfg)
+    n_ep = len(cfg.epochs)
+    preds = {s: np.full((cfg.n_models, n_ep, len(getattr(ds, f"y_{s}"))), -1, np.int16) for s in ("train", "test")}
+    probs = {s: np.zeros_like(p, dtype=np.float16) for s, p in preds.items()}
+    complete = np.zeros((cfg.n_models, n_ep), bool)
+    cores = os.cpu_count() or 1
+    workers = 1 if device != "cpu" else max(1, min(rt.workers or cores, len(jobs), cores))
+    threads = max(1, cores // workers) if device == "cpu" else torch.get_num_threads()
+    sample = build_model(cfg.arch, (ds.x_train.shape[3], *ds.x_train.shape[1:3]), ds.n_classes,
+                         cfg.activation, cfg.dropout)
+    meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
+            "n_models": cfg.n_models, "protocol": cfg.protocol, "classes": list(ds.classes),
+            "n_classes": ds.n_classes, "data_source": ds.source, "data_fingerprint": ident["data_fingerprint"],
+            "subset": ds.subset, "config": cfg.to_dict(), "member_seeds": [j.seed for j in jobs],
+            "n_parameters": count_parameters(sample), "device": device, "workers": workers,
+            "threads_per_worker": threads, "versions": _versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    del sample
+    t0 = time.perf_counter()
+    last_write = [t0]
+
+    def absorb(job, res, final=False):
+        for (e, i), row in zip(job.record_at, range(len(job.record_at))):
+            for s in preds:
+                preds[s][job.member, i] = res[s]["pred"][row]
+                probs[s][job.member, i] = res[s]["prob"][row]
+            complete[job.member, i] = True
+        if final or time.perf_counter() - last_write[0] > 30:
+            write()
+            last_write[0] = time.perf_counter()
+
+    def write():
+        meta["wall_time_s"] = round(wall_before + time.perf_counter() - t0, 2)
+        Record(preds, {"train": ds.y_train, "test": ds.y_test}, cfg.epochs, meta=meta,
+               probabilities=probs if cfg.save_probabilities else None, complete=complete).save(out)
+
+    # a resumed run adds its time to the killed run's
+    wall_before = Record.load(out).meta.get("wall_time_s", 0) if (out / "record.npz").exists() else 0
+    todo = []
+    for job in jobs:  # jobs finished before a kill are read back from their checkpoints
+        path = ckpt_dir / f"{job.name}.pt"
+        if path.exists():
+            ck = torch.load(path, weights_only=False)
+            if ck["epoch"] == job.total:
+                absorb(job, ck["out"])
+                continue
+        todo.append(job)
+    done_epochs = sum(j.total for j in jobs) - sum(j.total for j in todo)
+    done_epochs += sum(torch.load(ckpt_dir / f"{j.name}.pt", weights_only=False)["epoch"]
+                       for j in todo if (ckpt_dir / f"{j.name}.pt").exists())
+    from tqdm.auto import tqdm
+    bar = tqdm(total=sum(j.total for j in jobs), initial=done_epochs, unit="epoch", disable=not rt.progress,
+               desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
+    try:
+        if workers == 1:
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                data = _Data(ds, cfg.arch, device)
+                for job in todo:
+                    absorb(job, _train_member(job, cfg, data, ckpt_dir / f"{job.name}.pt", device,
+                                              on_epoch=lambda: bar.update(1)))
+            finally:
+                torch.set_num_threads(saved)
+        else:
+            _run_workers(todo, out, workers, threads, rt, absorb, bar)
+    finally:
+        bar.close()
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write()
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return Record.load(out)
+
+
+def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
+    import subprocess
+    import sys
+    import threading
+    by_name = {j.name: j for j in jobs}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+    procs = [subprocess.Popen([sys.executable, "-m", "agreebook.worker", str(out), str(w), str(workers),
+                               str(threads), str(rt.data_root or ""), "1" if rt.download else "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for w in range(workers)]
+    lock = threading.Lock()
+    errors = {}
+
+    def pump(p):
+        for line in p.stdout:
+            word = line.split()
+            with lock:
+                if word[:1] == ["epoch"]:
+                    bar.update(1)
+                elif word[:1] == ["done"] and word[1] in by_name:
+                    ck = torch.load(out / "checkpoints" / f"{word[1]}.pt", weights_only=False)
+                    absorb(by_name[word[1]], ck["out"])
+        errors[p.pid] = p.stderr.read()
+
+    threads_ = [threading.Thread(target=pump, args=(p,), daemon=True) for p in procs]
+    try:
+        for t in threads_:
+            t.start()
+        for p, t in zip(procs, threads_):
+            p.wait()
+            t.join()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    failed = [p for p in procs if p.returncode != 0]
+    if failed:
+        raise RuntimeError(f"a training worker failed (exit {failed[0].returncode}):\n"
+                           + errors.get(failed[0].pid, "")[-3000:])
