@@ -1,0 +1,152 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from agreebook import metrics as M
+from agreebook.config import ConfigError, TrainConfig
+from agreebook.record import Record, RecordError
+from agreebook.train import Runtime, learning_rate, make_jobs, train_collection
+
+SMALL = dict(dataset="digits", arch="small_st_vgg", n_models=3, epochs=(1, 2, 4, 6), train_size=400, test_size=200)
+RT = Runtime(workers=1, progress=False)
+
+
+def _same(a, b):
+    for s in ("train", "test"):
+        np.testing.assert_array_equal(a.predictions[s], b.predictions[s])
+        np.testing.assert_array_equal(a.probabilities[s], b.probabilities[s])
+
+
+def test_collection_is_reproducible_and_learns(tmp_path):
+    cfg = TrainConfig(**SMALL, save_probabilities=True)
+    a = train_collection(cfg, tmp_path / "a", RT)
+    b = train_collection(cfg, tmp_path / "b", RT)
+    _same(a, b)
+    assert a.is_complete and a.predictions["train"].shape == (3, 4, 400)
+    assert a.predictions["test"].dtype == np.int16 and a.probabilities["test"].dtype == np.float16
+    acc = a.accuracies("test")
+    assert acc[:, -1].mean() > acc[:, 0].mean() + 0.2  # it learns
+    assert not np.array_equal(a.predictions["test"][0], a.predictions["test"][1])  # members differ
+    # the probability is the true class's: high where the prediction is right
+    right = a.predictions["test"][:, -1] == a.labels["test"]
+    assert a.probabilities["test"][:, -1][right].mean() > a.probabilities["test"][:, -1][~right].mean()
+    meta = a.meta
+    assert meta["config"]["lr"] == 0.05 and meta["config"]["optimizer"] == "sgd"  # paper defaults filled in
+    assert len(meta["member_seeds"]) == 3 and len(set(meta["member_seeds"])) == 3
+    assert len(meta["subset"]["train_indices"]) == 400 and meta["data_fingerprint"]
+    assert {"torch", "numpy", "agreebook"} <= set(meta["versions"]) and meta["wall_time_s"] > 0
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    # a finished record is returned as is, not retrained
+    t = time.perf_counter()
+    _same(train_collection(cfg, tmp_path / "a", RT), a)
+    assert time.perf_counter() - t < 5
+
+
+def test_killed_run_resumes_to_the_same_record(tmp_path):
+    cfg = dict(SMALL, epochs=(1, 2, 3, 4, 5, 6, 7, 8))
+    ref = train_collection(TrainConfig(**cfg), tmp_path / "ref", RT)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "agreebook", "train", "--out", str(out), "--dataset", "digits",
+           "--arch", "small_st_vgg", "--models", "3", "--epochs", "1,2,3,4,5,6,7,8",
+           "--train-size", "400", "--test-size", "200", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpts = out / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(ckpts.glob("m*.pt")) if ckpts.exists() else time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-run
+    proc.wait()
+    assert not (out / "record.npz").exists() or not Record.load(out).is_complete
+    # the same command, again: resumes from the checkpoints
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = Record.load(out)
+    assert resumed.is_complete
+    for s in ("train", "test"):
+        np.testing.assert_array_equal(resumed.predictions[s], ref.predictions[s])
+
+
+def test_other_config_is_refused_and_bad_input_writes_nothing(tmp_path):
+    out = tmp_path / "r"
+    train_collection(TrainConfig(**dict(SMALL, epochs=(1,))), out, RT)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(RecordError, match=r"another configuration:\n  lr: 0.05 \(record\) vs 0.01"):
+        train_collection(TrainConfig(**dict(SMALL, epochs=(1,), lr=0.01)), out, RT)
+    assert sorted(p.name for p in out.iterdir()) == before
+    for bad, msg in [(dict(n_models=1), "at least 2"), (dict(epochs=(2, 2)), "increasing"),
+                     (dict(arch="vgg7"), "unknown architecture"), (dict(dataset="x"), "unknown dataset"),
+                     (dict(train_size=99999), "exceeds"), (dict(optimizer="lbfgs"), "unknown optimizer")]:
+        with pytest.raises((ConfigError, ValueError), match=msg):
+            train_collection(TrainConfig(**dict(SMALL, **bad)), tmp_path / "bad", RT)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_overrides_are_type_checked():
+    assert TrainConfig().replace(lr=1, epochs="1,2,3").epochs == (1, 2, 3)
+    with pytest.raises(ConfigError, match="unknown setting 'lr_max'"):
+        TrainConfig().replace(lr_max=1.0)
+    with pytest.raises(ConfigError, match="must be a number"):
+        TrainConfig().replace(lr="fast")
+    with pytest.raises(ConfigError, match="list of integers"):
+        TrainConfig().replace(epochs=[1.5])
+
+
+def test_protocols_and_schedule():
+    cfg = TrainConfig(**SMALL).resolved()
+    traj = make_jobs(cfg)
+    assert [j.total for j in traj] == [6, 6, 6] and traj[0].record_at == ((1, 0), (2, 1), (4, 2), (6, 3))
+    re = make_jobs(cfg.replace(protocol="retrain"))
+    assert len(re) == 12 and sorted({j.total for j in re}) == [1, 2, 4, 6]
+    assert len({j.seed for j in re}) == 12  # a fresh member for every extent
+    assert learning_rate(cfg, 1) == 0.05 and learning_rate(cfg, 21) == pytest.approx(0.05 / 1.8)
+
+
+def test_retrain_protocol_and_random_labels(tmp_path):
+    cfg = TrainConfig(**dict(SMALL, epochs=(1, 3), protocol="retrain", random_labels=True))
+    rec = train_collection(cfg, tmp_path / "r", Runtime(progress=False))  # 2 worker processes
+    assert rec.is_complete and rec.meta["workers"] == 2
+    # random labels: the test set (true labels) stays near chance
+    assert rec.accuracies("test").mean() < 0.3
+
+
+def test_record_from_users_arrays_and_report(tmp_path):
+    from agreebook.report import summarize
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 300)
+    preds = np.where(rng.random((6, 3, 300)) < 0.7, labels, rng.integers(0, 5, (6, 3, 300)))
+    rec = Record.from_arrays({"test": preds}, {"test": labels}, [1, 2, 3], meta={"dataset": "mine", "arch": "jax-mlp"})
+    rec.save(tmp_path)
+    back = Record.load(tmp_path)
+    np.testing.assert_array_equal(back.predictions["test"], preds)
+    assert back.splits == ("test",) and back.meta["arch"] == "jax-mlp" and back.n_classes == 5
+    s = summarize(back)["test"]
+    assert len(s["bimodality"]) == 3 and len(s["accuracy"][0]) == 6
+    np.testing.assert_allclose(s["tp_agreement_mean"], M.tp_agreement(preds, labels).mean(1), atol=1e-6)
+    with pytest.raises(RecordError, match=r"labels must be \(300,\)"):
+        Record.from_arrays({"test": preds}, {"test": labels[:10]}, [1, 2, 3])
+    with pytest.raises(RecordError, match="no record"):
+        Record.load(tmp_path / "none")
+
+
+def test_cli_train_and_report(tmp_path):
+    out = tmp_path / "cli"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "agreebook", *a], capture_output=True, text=True)
+    r = run("train", "--out", str(out), "--models", "2", "--epochs", "1,2", "--arch", "fc", "--set", "batch_size=50")
+    assert r.returncode == 0, r.stderr
+    r = run("report", str(out), "--json")
+    summary = json.loads(r.stdout)
+    assert set(summary) == {"train", "test"}
+    for key in ("epochs", "accuracy", "bimodality", "null_bimodality", "agreement", "null_agreement"):
+        assert len(summary["test"][key]) == 2
+    r = run("report", str(out))
+    assert "bimod" in r.stdout and (out / "tp_agreement_map_test.png").exists()
+    r = run("train", "--out", str(tmp_path / "x"), "--dataset", "nope")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "known datasets" in r.stderr
+    assert not (tmp_path / "x").exists()
