@@ -9,7 +9,8 @@ One training loop (``_train_member``) does the work; around it:
   the record an uninterrupted run writes.
 * on a CPU, jobs run in worker processes with one thread each (or all cores for a single
   job): small models scale across processes far better than across intra-op threads.
-  Convolutional models run channels_last.  On CUDA, members train together (``group``).
+  Convolutional models run channels_last.  On CUDA, members train one after another on the
+  device (training them together with torch.func.vmap is not built yet).
 """
 from __future__ import annotations
 
@@ -42,8 +43,6 @@ class Runtime:
     data_root: str | None = None
     download: bool = True
     progress: bool = True
-    group: int | None = None  # members trained together on CUDA (vmap); default all
-    amp: bool = True  # bf16 autocast on CUDA
 
 
 @dataclass(frozen=True)

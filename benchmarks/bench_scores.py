@@ -1,0 +1,61 @@
+"""Scores + null on a synthetic record the size of ImageNet: N=100, 7 epochs, 1.33M examples.
+
+usage: python benchmarks/bench_scores.py [--examples 1331167]
+Prints the time of each score and the process's peak memory. Targets: < 10 s, < 4 GB.
+"""
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from agreebook import metrics as M
+
+
+def synthetic_record(n_models, n_epochs, n_examples, n_classes, seed=0):
+    """Examples of graded difficulty; models improve per epoch; errors spread over labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n_examples).astype(np.int16)
+    ease = rng.random(n_examples, dtype=np.float32)
+    preds = np.empty((n_models, n_epochs, n_examples), np.int16)
+    for e in range(n_epochs):
+        p_correct = np.clip(ease * 0.5 + 0.12 * e, 0, 1)
+        for m in range(n_models):
+            right = rng.random(n_examples, dtype=np.float32) < p_correct
+            preds[m, e] = np.where(right, labels, rng.integers(0, n_classes, n_examples, dtype=np.int16))
+    return preds, labels.astype(np.int64)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=7)
+    ap.add_argument("--examples", type=int, default=1_331_167)  # ImageNet-1k's training set
+    ap.add_argument("--classes", type=int, default=1000)
+    a = ap.parse_args()
+    preds, labels = synthetic_record(a.models, a.epochs, a.examples, a.classes)
+    print(f"record: {preds.shape} int16 = {preds.nbytes / 2**30:.2f} GiB, {a.classes} classes")
+    t = {}
+    t0 = time.perf_counter()
+    acc = M.accuracies(preds, labels); t["accuracies"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tpa = M.tp_agreement(preds, labels); t["tp_agreement"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    agr = M.agreement(preds); t["agreement"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bim = M.bimodality(tpa, axis=1); acs = M.accessibility(tpa); t["bimodality+accessibility"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test = M.bimodality_test(tpa, acc, n_draws=2000, seed=0); t["null: exact TPa + p-value"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    null_agr = M.null_agreement(acc, a.classes, n_samples=20000, seed=0); t["null: Agreement simulation"] = time.perf_counter() - t0
+    total = sum(t.values())
+    for k, v in t.items():
+        print(f"  {k:<30} {v:7.2f} s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"total {total:.2f} s (target < 10 s); peak memory {peak:.2f} GiB, record included (target < 4 GB)")
+    print(f"check: bimodality {np.round(bim, 3).tolist()} vs null {np.round(test['null'], 3).tolist()}; "
+          f"mean agreement {agr.mean():.3f} vs null {null_agr.mean():.3f}; accessibility mean {acs.mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()

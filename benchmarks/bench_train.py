@@ -1,0 +1,113 @@
+"""Training throughput: the plain sequential loop against agreebook's trainer, side by side.
+
+usage: python benchmarks/bench_train.py --data-root DIR [--n 1 10 50] [--train-size 2000]
+
+Both sides do the same work: N members of an architecture, one epoch of SGD (batch 100) on a
+CIFAR-10 subset, then an eval-mode pass over the train and test subsets. FLOPs come from
+torch's FlopCounterMode (forward + backward of a training step, forward of eval). Before
+anything, it measures the fp32 matmul ceiling of this machine with all its cores.
+"""
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from agreebook.config import TrainConfig
+from agreebook.models import build_model
+from agreebook.train import Runtime, _Data, prepare_dataset, train_collection
+
+
+def matmul_ceiling(n=2048, reps=20):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def work_flops(arch, data, n_train, n_eval, batch=100):
+    model = build_model(arch, data.in_shape, data.n_classes)
+    x = data.x["train"][:batch].permute(0, 3, 1, 2)
+    y = data.y["train"][:batch]
+    with FlopCounterMode(display=False) as fc:
+        F.cross_entropy(model(x), y).backward()
+    step = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(x)
+    fwd = fc.get_total_flops()
+    return step * n_train / batch + fwd * n_eval / batch
+
+
+def plain_loop(arch, data, n_models, cfg):
+    """What one writes first: one model after another, default threads, NCHW."""
+    x, y = data.x["train"].permute(0, 3, 1, 2).contiguous(), data.y["train"]
+    xt = data.x["test"].permute(0, 3, 1, 2).contiguous()
+    for m in range(n_models):
+        torch.manual_seed(m)
+        model = build_model(arch, data.in_shape, data.n_classes)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        model.train()
+        perm = torch.randperm(len(y))
+        for a in range(0, len(y), cfg.batch_size):
+            idx = perm[a:a + cfg.batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for xs in (x, xt):
+                for a in range(0, len(xs), 1000):
+                    model(xs[a:a + 1000]).argmax(1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--n", type=int, nargs="+", default=[1, 10, 50])
+    ap.add_argument("--archs", nargs="+", default=["small_st_vgg", "fc"])
+    ap.add_argument("--train-size", type=int, default=2000)
+    ap.add_argument("--test-size", type=int, default=500)
+    a = ap.parse_args()
+    cores = os.cpu_count()
+    torch.set_num_threads(cores)
+    ceiling = matmul_ceiling()
+    print(f"machine: {cores} cores, torch {torch.__version__}; fp32 matmul ceiling {ceiling:.0f} GFLOP/s (median of 20)")
+    print(f"work: 1 epoch on {a.train_size} CIFAR-10 images (JPEG-q75 offline copy) + eval on "
+          f"{a.train_size}+{a.test_size}, per member\n")
+    print(f"{'arch':<13} {'N':>3} {'loop s':>8} {'trainer s':>9} {'speedup':>8} {'loop GF/s':>10} "
+          f"{'trainer GF/s':>12} {'% ceiling':>9}")
+    for arch in a.archs:
+        cfg = TrainConfig(dataset="cifar10", arch=arch, epochs=(1,), train_size=a.train_size,
+                          test_size=a.test_size).resolved()
+        ds = prepare_dataset(cfg, a.data_root)
+        data = _Data(ds, arch, "cpu")
+        per_member = work_flops(arch, data, a.train_size, a.train_size + a.test_size)
+        for n in a.n:
+            torch.set_num_threads(cores)
+            t = time.perf_counter()
+            plain_loop(arch, data, n, cfg)
+            t_loop = time.perf_counter() - t
+            with tempfile.TemporaryDirectory() as out:
+                t = time.perf_counter()
+                train_collection(cfg.replace(n_models=max(n, 2)) if n >= 2 else cfg.replace(n_models=2),
+                                 out, Runtime(data_root=a.data_root, progress=False, workers=None if n >= 2 else 1))
+                t_tr = time.perf_counter() - t
+            if n < 2:  # a collection needs 2 members: time 2 sequential ones, report per member
+                t_tr /= 2
+            gf_loop, gf_tr = per_member * n / t_loop / 1e9, per_member * n / t_tr / 1e9
+            print(f"{arch:<13} {n:>3} {t_loop:>8.1f} {t_tr:>9.1f} {t_loop / t_tr:>7.2f}x {gf_loop:>10.1f} "
+                  f"{gf_tr:>12.1f} {100 * gf_tr / ceiling:>8.0f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
