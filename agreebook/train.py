@@ -185,11 +185,10 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        for e, i in job.record_at:
+        for row, (e, _) in enumerate(job.record_at):
             if e == epoch:
                 for s in data.x:
-                    out[s]["pred"][job.record_at.index((e, i))], out[s]["prob"][job.record_at.index((e, i))] = \
-                        predict(model, data.x[s], data.y[s])
+                    out[s]["pred"][row], out[s]["prob"][row] = predict(model, data.x[s], data.y[s])
         atomic_torch_save(ckpt_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "rng": torch.get_rng_state(), "order": order.get_state(), "out": out})
         on_epoch()
@@ -252,8 +251,11 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     ident_path = out / "config.json"
     if ident_path.exists() or (out / "record.npz").exists():
         import json
-        old = json.loads(ident_path.read_text()) if ident_path.exists() else {
-            "config": Record.load(out).meta.get("config"), "data_fingerprint": Record.load(out).meta.get("data_fingerprint")}
+        if ident_path.exists():
+            old = json.loads(ident_path.read_text())
+        else:
+            m = Record.load(out).meta
+            old = {"config": m.get("config"), "data_fingerprint": m.get("data_fingerprint")}
         if old != ident:
             diff = config_diff(old["config"] or {}, ident["config"])
             if old.get("data_fingerprint") != ident["data_fingerprint"]:
@@ -290,7 +292,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     last_write = [t0]
 
     def absorb(job, res, final=False):
-        for (e, i), row in zip(job.record_at, range(len(job.record_at))):
+        for row, (_, i) in enumerate(job.record_at):
             for s in preds:
                 preds[s][job.member, i] = res[s]["pred"][row]
                 probs[s][job.member, i] = res[s]["prob"][row]
@@ -306,18 +308,16 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
 
     # a resumed run adds its time to the killed run's
     wall_before = Record.load(out).meta.get("wall_time_s", 0) if (out / "record.npz").exists() else 0
-    todo = []
+    todo, done_epochs = [], 0
     for job in jobs:  # jobs finished before a kill are read back from their checkpoints
         path = ckpt_dir / f"{job.name}.pt"
         if path.exists():
             ck = torch.load(path, weights_only=False)
+            done_epochs += ck["epoch"]
             if ck["epoch"] == job.total:
                 absorb(job, ck["out"])
                 continue
         todo.append(job)
-    done_epochs = sum(j.total for j in jobs) - sum(j.total for j in todo)
-    done_epochs += sum(torch.load(ckpt_dir / f"{j.name}.pt", weights_only=False)["epoch"]
-                       for j in todo if (ckpt_dir / f"{j.name}.pt").exists())
     from tqdm.auto import tqdm
     bar = tqdm(total=sum(j.total for j in jobs), initial=done_epochs, unit="epoch", disable=not rt.progress,
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
