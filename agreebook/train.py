@@ -249,23 +249,21 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     ds = prepare_dataset(cfg, rt.data_root, rt.download)
     ident = _identity(cfg, ds)
     ident_path = out / "config.json"
-    if ident_path.exists() or (out / "record.npz").exists():
+    prev = Record.load(out) if (out / "record.npz").exists() else None  # read once: it can be large
+    if ident_path.exists() or prev is not None:
         import json
         if ident_path.exists():
             old = json.loads(ident_path.read_text())
         else:
-            m = Record.load(out).meta
-            old = {"config": m.get("config"), "data_fingerprint": m.get("data_fingerprint")}
+            old = {"config": prev.meta.get("config"), "data_fingerprint": prev.meta.get("data_fingerprint")}
         if old != ident:
             diff = config_diff(old["config"] or {}, ident["config"])
             if old.get("data_fingerprint") != ident["data_fingerprint"]:
                 diff.append("data: the dataset's arrays differ (fingerprint)")
             raise RecordError(f"{out} holds a record of another configuration:\n  " + "\n  ".join(diff) +
                               "\nUse another output folder, or delete this one to start over.")
-        if (out / "record.npz").exists():
-            rec = Record.load(out)
-            if rec.is_complete:
-                return rec
+        if prev is not None and prev.is_complete:
+            return prev
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(ident_path, ident)
     ckpt_dir = out / "checkpoints"
@@ -291,13 +289,13 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     t0 = time.perf_counter()
     last_write = [t0]
 
-    def absorb(job, res, final=False):
+    def absorb(job, res):
         for row, (_, i) in enumerate(job.record_at):
             for s in preds:
                 preds[s][job.member, i] = res[s]["pred"][row]
                 probs[s][job.member, i] = res[s]["prob"][row]
             complete[job.member, i] = True
-        if final or time.perf_counter() - last_write[0] > 30:
+        if time.perf_counter() - last_write[0] > 30:
             write()
             last_write[0] = time.perf_counter()
 
@@ -307,7 +305,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
                probabilities=probs if cfg.save_probabilities else None, complete=complete).save(out)
 
     # a resumed run adds its time to the killed run's
-    wall_before = Record.load(out).meta.get("wall_time_s", 0) if (out / "record.npz").exists() else 0
+    wall_before = prev.meta.get("wall_time_s", 0) if prev is not None else 0
     todo, done_epochs = [], 0
     for job in jobs:  # jobs finished before a kill are read back from their checkpoints
         path = ckpt_dir / f"{job.name}.pt"
