@@ -1,4 +1,4 @@
-"""python -m agreebook {train, report}."""
+"""python -m agreebook {train, report, book}."""
 from __future__ import annotations
 
 import argparse
@@ -43,20 +43,34 @@ def _parser():
     t.add_argument("--data-root", help="data folder (default $AGREEBOOK_DATA or ~/.cache/agreebook)")
     t.add_argument("--no-download", action="store_true", help="never let torchvision download")
     t.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    t.add_argument("--workers", type=int, help="CPU worker processes (default: one per core)")
+    t.add_argument("--workers", type=int,
+                   help="CPU worker processes (default: one per core for conv nets, else 1)")
+    t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
+                   help="save a member's state after an epoch once this long has passed (0: every epoch)")
     r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")
     r.add_argument("dir", help="the folder given to train --out")
     r.add_argument("--json", action="store_true", help="print one JSON object instead of a table and figures")
+    b = sub.add_parser("book", help="execute the book's chapters with papermill, then build the HTML")
+    b.add_argument("--scale", default="cpu", help="smoke, cpu or paper (agreebook.book.SCALES)")
+    b.add_argument("--chapters", type=int, nargs="+", default=None, help="chapter numbers (default: all)")
+    b.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                   help="a chapter parameter for every chapter run, e.g. -p dataset=mnist")
+    b.add_argument("--no-variants", action="store_true",
+                   help="skip the executed copies of a chapter on other datasets (book.VARIANTS)")
+    b.add_argument("--no-build", action="store_true", help="execute only; do not build the HTML")
     return p
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    from .book import BookError
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "book":
+            return _book(args)
         return _report(args)
-    except USER_ERRORS as exc:
+    except USER_ERRORS + (BookError,) as exc:
         print(f"agreebook: error: {exc}", file=sys.stderr)
         return 2
 
@@ -74,7 +88,7 @@ def _train(args):
         "seed": args.seed, "protocol": args.protocol, "random_labels": args.random_labels,
         "train_size": args.train_size, "test_size": args.test_size, **overrides}))
     rt = Runtime(device=args.device, workers=args.workers, data_root=args.data_root,
-                 download=not args.no_download)
+                 download=not args.no_download, checkpoint_every_s=args.checkpoint_every)
     rec = train_collection(cfg, args.out, rt)
     print(f"wrote {args.out}/record.npz: {rec}")
     print(f"next: python -m agreebook report {args.out}")
@@ -92,4 +106,17 @@ def _report(args):
     from .plots import save_report_figures
     for path in save_report_figures(rec, args.dir):
         print(f"wrote {path}")
+    return 0
+
+
+def _book(args):
+    from .book import CHAPTERS, BookError, run_book
+    params = {}
+    for item in args.parameter:
+        if "=" not in item:
+            raise BookError(f"-p takes NAME=VALUE; got {item!r}")
+        k, v = item.split("=", 1)
+        params[k.strip()] = _value(v.strip())
+    run_book(scale=args.scale, chapters=args.chapters or CHAPTERS, parameters=params,
+             build=not args.no_build, variants=not args.no_variants)
     return 0

@@ -4,12 +4,15 @@ One training loop (``_train_member``) does the work; around it:
 
 * members are jobs.  ``trajectory``: one job per member, recorded along its run.
   ``retrain`` (Suppl D): one job per (member, recorded epoch), trained from scratch that long.
-* every job checkpoints after every epoch (model, optimiser, RNG and data-order state, its
-  predictions so far), atomically, so a killed run resumes where it stopped and ends with
-  the record an uninterrupted run writes.
-* on a CPU, jobs run in worker processes with one thread each (or all cores for a single
-  job): small models scale across processes far better than across intra-op threads.
-  Convolutional models run channels_last.  On CUDA, members train one after another on the
+* a job checkpoints (model, optimiser, RNG and data-order state, its predictions so far)
+  atomically after an epoch once ``checkpoint_every_s`` has passed since its last one, and
+  always at its end, so a killed run resumes near where it stopped and ends with the record
+  an uninterrupted run writes.  Short epochs are not each saved: for a small net the save
+  cost more than the epoch.
+* on a CPU, convolutional jobs run in worker processes with one thread each (or all cores
+  for a single job): small conv nets scale across processes far better than across intra-op
+  threads, and run channels_last.  Nets without convolutions are matmuls that already use
+  every core, so they train in-process, where no worker start-up is paid (benchmarks/).  On CUDA, members train one after another on the
   device (training them together with torch.func.vmap is not built yet).
 """
 from __future__ import annotations
@@ -27,12 +30,13 @@ import torch.nn.functional as F
 
 from . import __version__
 from .config import ConfigError, TrainConfig, config_diff
-from .data import load_dataset, random_labels, stratified_subset, take
+from .data import load_dataset, out_of_sample, partitions, random_labels, stratified_subset, take
 from .io import atomic_torch_save, atomic_write_json
 from .models import build_model, count_parameters, get_arch, input_size
 from .record import Record, RecordError
 
 EVAL_BATCH = 1000
+SMALL_WORK = 20000  # example-epochs under which a collection trains in-process
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Runtime:
     data_root: str | None = None
     download: bool = True
     progress: bool = True
+    checkpoint_every_s: float = 10.0  # 0 saves after every epoch
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,13 @@ def prepare_dataset(cfg, data_root=None, download=True):
             raise ConfigError(f"test_size {cfg.test_size} exceeds {cfg.dataset}'s {len(ds.y_test)} test examples")
         te = stratified_subset(ds.y_test, cfg.test_size, cfg.data_seed + 1)
     ds = take(ds, tr, te)
+    if cfg.n_partitions > 1:
+        part = partitions(len(ds.y_train), cfg.n_partitions, cfg.data_seed + 3)[cfg.partition]
+        rows = np.asarray(ds.subset.get("train_indices", np.arange(len(ds.y_train))))[part]
+        ds = take(ds, part)
+        ds.subset["train_indices"] = rows.tolist()
+    ds.ood = {f"ood_{name}": out_of_sample(name, ds.x_train, len(ds.y_test), data_root, download,
+                                           cfg.data_seed + 4) for name in cfg.ood}
     if cfg.random_labels:
         ds.y_train = random_labels(ds.y_train, ds.n_classes, cfg.data_seed + 2)
         ds.subset = {**ds.subset, "random_labels_seed": cfg.data_seed + 2}
@@ -111,6 +123,9 @@ class _Data:
         self.x = {"train": _tensors(ds.x_train, mean, std, size).to(device),
                   "test": _tensors(ds.x_test, mean, std, size).to(device)}
         self.y = {"train": torch.from_numpy(ds.y_train).to(device), "test": torch.from_numpy(ds.y_test).to(device)}
+        for split, x in ds.ood.items():  # no labels: -1
+            self.x[split] = _tensors(x, mean, std, size).to(device)
+            self.y[split] = torch.full((len(x),), -1, dtype=torch.int64, device=device)
         self.in_shape = (ds.x_train.shape[3], size, size)
         self.n_classes = ds.n_classes
 
@@ -145,7 +160,9 @@ def predict(model, x, y, nchw=True, batch=EVAL_BATCH):
         xb = x[a:a + batch]
         logits = model(_Data.nchw(xb) if nchw else xb).float()
         preds.append(logits.argmax(1).to(torch.int16).cpu())
-        probs.append(logits.softmax(1).gather(1, y[a:a + batch, None])[:, 0].to(torch.float16).cpu())
+        yb = y[a:a + batch, None]
+        p = logits.softmax(1).gather(1, yb.clamp_min(0))[:, 0].masked_fill(yb[:, 0] < 0, 0)
+        probs.append(p.to(torch.float16).cpu())
     return torch.cat(preds).numpy(), torch.cat(probs).numpy()
 
 
@@ -153,8 +170,8 @@ def _uses_conv(model):
     return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
-def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None):
-    """Train one job to its end, checkpointing each epoch; returns its predictions."""
+def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, checkpoint_every_s=0.0):
+    """Train one job to its end, checkpointing as it goes; returns its predictions."""
     torch.manual_seed(job.seed)  # init and dropout
     model = build_model(cfg.arch, data.in_shape, data.n_classes, cfg.activation, cfg.dropout).to(device)
     if _uses_conv(model):
@@ -174,6 +191,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None):
         out, start = ck["out"], ck["epoch"]
     x, y = data.x["train"], data.y["train"]
     n = len(y)
+    saved_at = time.perf_counter()
     for epoch in range(start + 1, job.total + 1):
         for g in opt.param_groups:
             g["lr"] = learning_rate(cfg, epoch)
@@ -189,8 +207,11 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None):
             if e == epoch:
                 for s in data.x:
                     out[s]["pred"][row], out[s]["prob"][row] = predict(model, data.x[s], data.y[s])
-        atomic_torch_save(ckpt_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "rng": torch.get_rng_state(), "order": order.get_state(), "out": out})
+        if epoch == job.total or time.perf_counter() - saved_at >= checkpoint_every_s:
+            atomic_torch_save(ckpt_path, {"epoch": epoch, "model": model.state_dict(),
+                                          "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                                          "order": order.get_state(), "out": out})
+            saved_at = time.perf_counter()
         on_epoch()
     return out
 
@@ -199,7 +220,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None):
 # Plain subprocesses, not multiprocessing: spawn re-imports the caller's __main__, which breaks
 # scripts without a main guard and some notebooks; a worker rebuilds its data from the config.
 
-def worker_main(out, worker, workers, threads, data_root, download):
+def worker_main(out, worker, workers, threads, data_root, download, checkpoint_every_s):
     """Entry point of ``python -m agreebook.worker``: train jobs[worker::workers] of <out>."""
     import json
     torch.set_num_threads(threads)
@@ -214,7 +235,7 @@ def worker_main(out, worker, workers, threads, data_root, download):
 
     for job in make_jobs(cfg)[worker::workers]:
         path = Path(out) / "checkpoints" / f"{job.name}.pt"
-        _train_member(job, cfg, data, path, "cpu", on_epoch=tick)
+        _train_member(job, cfg, data, path, "cpu", on_epoch=tick, checkpoint_every_s=checkpoint_every_s)
         print("done", job.name, flush=True)
 
 
@@ -271,14 +292,19 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
 
     jobs = make_jobs(cfg)
     n_ep = len(cfg.epochs)
-    preds = {s: np.full((cfg.n_models, n_ep, len(getattr(ds, f"y_{s}"))), -1, np.int16) for s in ("train", "test")}
+    labels = {"train": ds.y_train, "test": ds.y_test,
+              **{s: np.full(len(x), -1, np.int64) for s, x in ds.ood.items()}}
+    preds = {s: np.full((cfg.n_models, n_ep, len(y)), -1, np.int16) for s, y in labels.items()}
     probs = {s: np.zeros_like(p, dtype=np.float16) for s, p in preds.items()}
     complete = np.zeros((cfg.n_models, n_ep), bool)
     cores = os.cpu_count() or 1
-    workers = 1 if device != "cpu" else max(1, min(rt.workers or cores, len(jobs), cores))
-    threads = max(1, cores // workers) if device == "cpu" else torch.get_num_threads()
     sample = build_model(cfg.arch, (ds.x_train.shape[3], *ds.x_train.shape[1:3]), ds.n_classes,
                          cfg.activation, cfg.dropout)
+    # worker start-up (~2 s: torch import, data) only pays off on enough work
+    work = len(ds.y_train) * sum(j.total for j in jobs)
+    default_workers = cores if _uses_conv(sample) and work >= SMALL_WORK else 1
+    workers = 1 if device != "cpu" else max(1, min(rt.workers or default_workers, len(jobs), cores))
+    threads = max(1, cores // workers) if device == "cpu" else torch.get_num_threads()
     meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
             "n_models": cfg.n_models, "protocol": cfg.protocol, "classes": list(ds.classes),
             "n_classes": ds.n_classes, "data_source": ds.source, "data_fingerprint": ident["data_fingerprint"],
@@ -301,7 +327,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
 
     def write():
         meta["wall_time_s"] = round(wall_before + time.perf_counter() - t0, 2)
-        Record(preds, {"train": ds.y_train, "test": ds.y_test}, cfg.epochs, meta=meta,
+        Record(preds, labels, cfg.epochs, meta=meta,
                probabilities=probs if cfg.save_probabilities else None, complete=complete).save(out)
 
     # a resumed run adds its time to the killed run's
@@ -316,7 +342,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
                 absorb(job, ck["out"])
                 continue
         todo.append(job)
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # tqdm.auto warns in kernels without ipywidgets
     bar = tqdm(total=sum(j.total for j in jobs), initial=done_epochs, unit="epoch", disable=not rt.progress,
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
     try:
@@ -327,7 +353,8 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
                 data = _Data(ds, cfg.arch, device)
                 for job in todo:
                     absorb(job, _train_member(job, cfg, data, ckpt_dir / f"{job.name}.pt", device,
-                                              on_epoch=lambda: bar.update(1)))
+                                              on_epoch=lambda: bar.update(1),
+                                              checkpoint_every_s=rt.checkpoint_every_s))
             finally:
                 torch.set_num_threads(saved)
         else:
@@ -349,7 +376,8 @@ def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
     procs = [subprocess.Popen([sys.executable, "-m", "agreebook.worker", str(out), str(w), str(workers),
-                               str(threads), str(rt.data_root or ""), "1" if rt.download else "0"],
+                               str(threads), str(rt.data_root or ""), "1" if rt.download else "0",
+                               str(rt.checkpoint_every_s)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for w in range(workers)]
     lock = threading.Lock()

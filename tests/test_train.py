@@ -55,7 +55,7 @@ def test_killed_run_resumes_to_the_same_record(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "agreebook", "train", "--out", str(out), "--dataset", "digits",
            "--arch", "small_st_vgg", "--models", "3", "--epochs", "1,2,3,4,5,6,7,8",
-           "--train-size", "400", "--test-size", "200", "--workers", "2"]
+           "--train-size", "400", "--test-size", "200", "--workers", "2", "--checkpoint-every", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpts = out / "checkpoints"
     deadline = time.time() + 120
