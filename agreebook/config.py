@@ -43,6 +43,9 @@ class TrainConfig:
     activation: Optional[str] = None
     dropout: Optional[float] = None
     save_probabilities: bool = False  # also keep each entry's true-class probability (float16)
+    n_partitions: int = 1  # split the (subset) training set into this many disjoint parts (§3.3)
+    partition: int = 0  # ... and train on this one
+    ood: Tuple[str, ...] = ()  # out-of-sample inputs also predicted (§3.4): "noise" or dataset names
 
     def replace(self, **overrides):
         return dataclasses.replace(self, **check_overrides(overrides))
@@ -74,6 +77,12 @@ class TrainConfig:
         for name in ("lr", "lr_decay", "batch_size", "lr_step"):
             if getattr(r, name) <= 0:
                 raise ConfigError(f"{name} must be positive; got {getattr(r, name)}")
+        if not 0 <= r.partition < r.n_partitions:
+            raise ConfigError(f"partition must be in [0, n_partitions={r.n_partitions}); got {r.partition}")
+        for name in r.ood:
+            if name != "noise" and name not in DATASETS:
+                raise ConfigError(f"unknown out-of-sample set {name!r}; use 'noise' or a dataset: "
+                                  f"{', '.join(DATASETS)}")
         for name in ("train_size", "test_size"):
             if getattr(r, name) is not None and getattr(r, name) < 1:
                 raise ConfigError(f"{name} must be positive; got {getattr(r, name)}")
@@ -88,6 +97,7 @@ class TrainConfig:
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["epochs"] = list(self.epochs)
+        d["ood"] = list(self.ood)
         return d
 
     @classmethod
@@ -113,9 +123,14 @@ def check_overrides(overrides):
         if "Tuple" in base:
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", "").split(",") if v]
-            if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
-                raise ConfigError(f"{key} must be a list of integers; got {value!r}")
-            out[key] = tuple(int(v) for v in value)
+            if "int" in base:
+                if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+                    raise ConfigError(f"{key} must be a list of integers; got {value!r}")
+                out[key] = tuple(int(v) for v in value)
+            else:
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{key} must be a list of names; got {value!r}")
+                out[key] = tuple(value)
         elif base == "bool":
             if not isinstance(value, bool):
                 raise ConfigError(f"{key} must be True or False; got {value!r}")

@@ -34,6 +34,7 @@ class Dataset:
     classes: list
     source: str = ""
     subset: dict = field(default_factory=dict)  # which examples of the named set these are
+    ood: dict = field(default_factory=dict)  # {"ood_<name>": (n, H, W, C) uint8}: unlabelled inputs
 
     @property
     def n_classes(self):
@@ -315,3 +316,33 @@ def class_subset(ds, class_names):
     if unknown:
         raise DatasetError(f"{ds.name} has no classes {unknown}; it has {ds.classes}")
     return _select_classes(ds, [ds.classes.index(c) for c in class_names], ds.name)
+
+
+def out_of_sample(name, like, n, root=None, download=True, seed=0):
+    """n uint8 images shaped like ``like`` (N, H, W, C) that come from no class of it (§3.4).
+
+    name: "noise" draws Gaussian pixels with ``like``'s per-channel mean and sd; a dataset
+    name takes n of its test images (seeded) and converts them to ``like``'s size and
+    channels (area-averaged down, bilinear up; grey repeated to RGB, RGB averaged to grey).
+    """
+    h, w, c = like.shape[1:]
+    rng = np.random.default_rng(seed)
+    if name == "noise":
+        mean, sd = like.reshape(-1, c).mean(0), like.reshape(-1, c).std(0)
+        return np.clip(np.rint(rng.normal(mean, sd, size=(n, h, w, c))), 0, 255).astype(np.uint8)
+    other = load_dataset(name, root=root, download=download, seed=seed)
+    if n > len(other.x_test):
+        raise DatasetError(f"{name} has {len(other.x_test)} test images; {n} out-of-sample ones asked for")
+    x = other.x_test[np.sort(rng.choice(len(other.x_test), n, replace=False))]
+    import torch
+    import torch.nn.functional as F
+    t = torch.from_numpy(x).float().permute(0, 3, 1, 2)
+    if t.shape[1] != c:
+        t = t.mean(1, keepdim=True) if c == 1 else t.expand(-1, c, -1, -1) if t.shape[1] == 1 else None
+        if t is None:
+            raise DatasetError(f"cannot convert {name}'s {x.shape[3]} channels to {c}")
+    if t.shape[2:] != (h, w):
+        down = t.shape[2] >= h and t.shape[3] >= w
+        t = F.adaptive_avg_pool2d(t, (h, w)) if down else F.interpolate(t, size=(h, w), mode="bilinear",
+                                                                        align_corners=False)
+    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

@@ -270,6 +270,44 @@ def null_agreement(accuracy, n_classes, n_samples=20000, seed=0):
     return out
 
 
+def independent_collection(accuracy, labels, n_classes, seed=0):
+    """Predictions of the null itself: independent classifiers at the given accuracies.
+
+    Model m at epoch e is right on each example independently with probability
+    accuracy[m, e], and otherwise predicts one of the other n_classes - 1 labels uniformly.
+    accuracy: (n_models, n_epochs); labels: (n_examples,).  Returns int16 predictions
+    (n_models, n_epochs, n_examples) that any score takes like a real collection's.
+    """
+    p = np.asarray(accuracy, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if p.ndim != 2:
+        raise ValueError(f"accuracy must be (n_models, n_epochs); got shape {p.shape}")
+    rng = np.random.default_rng(seed)
+    right = rng.random((*p.shape, len(labels))) < p[:, :, None]
+    wrong = (labels + rng.integers(1, n_classes, size=(*p.shape, len(labels)))) % n_classes
+    return np.where(right, labels, wrong).astype(np.int16)
+
+
+def null_agreement_unlabelled(predictions, n_samples=20000, seed=0):
+    """Seeded simulation of Agreement for independent classifiers on inputs without labels.
+
+    Out-of-sample inputs (paper §3.4) have no correct class, so the matched-accuracy null does
+    not apply; here each model keeps its own label frequencies on these inputs but draws them
+    independently per example. predictions: (n_models, n_epochs, n_examples).
+    Returns (n_epochs, n_samples) Agreement values of simulated examples.
+    """
+    preds, _ = _check_predictions(predictions)
+    n_models, n_epochs, _ = preds.shape
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_epochs, n_samples))
+    for e in range(n_epochs):
+        sim = np.empty((n_models, n_samples), np.int16)
+        for m in range(n_models):
+            sim[m] = preds[m, e, rng.integers(0, preds.shape[2], n_samples)]
+        out[e] = mode(sim) / n_models
+    return out
+
+
 # --- comparing collections -------------------------------------------------------------------
 
 def accessibility_correlation(a, b):

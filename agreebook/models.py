@@ -27,6 +27,7 @@ class Arch:
     min_size: int = 1
     description: str = ""
     configurable: bool = True  # takes activation / dropout overrides
+    activation: str = "relu"  # its default activation
 
 
 def _act(name):
@@ -129,11 +130,11 @@ _TV = {"optimizer": "sgd", "lr": 0.01, "lr_decay": 1.8, "lr_step": 20, "batch_si
        "momentum": 0.9, "weight_decay": 5e-4}
 
 ARCHS = {a.name: a for a in [
-    Arch("st_vgg", _st_vgg(_ST_BLOCKS, "elu", nn.MaxPool2d), _SGD_STEP,
+    Arch("st_vgg", _st_vgg(_ST_BLOCKS, "elu", nn.MaxPool2d), _SGD_STEP, activation="elu",
          description="st-VGG: 8 convs 32-32-64-64-128-128-256-256, ELU, max-pool per pair, dense 512"),
-    Arch("small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "elu", nn.MaxPool2d), _SGD_STEP,
+    Arch("small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "elu", nn.MaxPool2d), _SGD_STEP, activation="elu",
          description="small st-VGG: st-VGG's first two blocks (4 convs 32-32-64-64) and its head"),
-    Arch("linear_st_vgg", _st_vgg(_ST_BLOCKS, "identity", nn.AvgPool2d), _SGD_STEP,
+    Arch("linear_st_vgg", _st_vgg(_ST_BLOCKS, "identity", nn.AvgPool2d), _SGD_STEP, activation="identity",
          description="linear st-VGG: st-VGG with identity activations and average pooling"),
     Arch("mnist_net", _mnist_net, {**_SGD_STEP, "optimizer": "adadelta", "lr": 1.0, "lr_decay": 1.0},
          min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),

@@ -23,14 +23,19 @@ def caption(record, split=None, scale=None):
     return ", ".join(parts)
 
 
-def tp_agreement_histograms(record, split, scale=None):
-    """TP-agreement histogram per recorded epoch, the exact null's pmf overlaid (Fig 3a)."""
+def tp_agreement_histograms(record, split, scale=None, epochs=None):
+    """TP-agreement histogram per recorded epoch, the exact null's pmf overlaid (Fig 3a).
+
+    epochs: indices of the recorded epochs to show (default all)."""
     plt = _plt()
-    preds, labels = record.predictions[split], record.labels[split]
+    sel = list(range(record.n_epochs)) if epochs is None else [e % record.n_epochs for e in epochs]
+    preds, labels = record.predictions[split][:, sel], record.labels[split]
     n = record.n_models
     counts = M.tp_agreement_histogram(M.tp_agreement(preds, labels), n)
     pmf = M.null_tp_agreement(M.accuracies(preds, labels))
-    k = len(record.epochs)
+    b_obs = M.bimodality_of_distribution(np.arange(n + 1) / n, counts)
+    b_null = M.bimodality_of_distribution(np.arange(n + 1) / n, pmf)
+    k = len(sel)
     cols = min(k, 4)
     rows = -(-k // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
@@ -42,7 +47,8 @@ def tp_agreement_histograms(record, split, scale=None):
         frac = counts[i] / counts[i].sum()
         ax.bar(x, frac, width=0.8 / n, color="tab:blue", label="observed")
         ax.plot(x, pmf[i], "o-", color="tab:red", ms=2.5, lw=1, label="null")
-        ax.set_title(f"epoch {record.epochs[i]}", fontsize=9)
+        ax.set_title(f"epoch {record.epochs[sel[i]]}: bimodality {b_obs[i]:.2f} (null {b_null[i]:.2f})",
+                     fontsize=8)
         ax.set_xlabel("TP-agreement")
         if i % cols == 0:
             ax.set_ylabel("fraction of examples")
@@ -80,7 +86,7 @@ def save_report_figures(record, directory, scale=None):
     from .io import _atomic
     plt = _plt()
     paths = []
-    for split in record.splits:
+    for split in record.labelled_splits:
         for name, fn in (("tp_agreement_hist", tp_agreement_histograms), ("tp_agreement_map", tp_agreement_map)):
             fig = fn(record, split, scale)
             path = Path(directory) / f"{name}_{split}.png"
@@ -88,3 +94,132 @@ def save_report_figures(record, directory, scale=None):
             plt.close(fig)
             paths.append(path)
     return paths
+
+
+def agreement_histograms(record, split, scale=None, n_null=20000, seed=0):
+    """Agreement histogram per recorded epoch, the matched-accuracy null overlaid (Fig 5)."""
+    plt = _plt()
+    preds, labels = record.predictions[split], record.labels[split]
+    n = record.n_models
+    obs = M.agreement(preds)
+    null = M.null_agreement(M.accuracies(preds, labels), record.n_classes, n_null, seed)
+    k = record.n_epochs
+    cols = min(k, 4)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= k:
+            ax.axis("off")
+            continue
+        _agreement_bars(ax, obs[i], null[i], n)
+        ax.set_title(f"epoch {record.epochs[i]}", fontsize=9)
+        if i % cols == 0:
+            ax.set_ylabel("fraction of examples")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"Agreement per epoch, null overlaid - {caption(record, split, scale)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _agreement_bars(ax, obs, null, n, label="observed", color="tab:blue"):
+    x = np.arange(n + 1) / n
+    o = np.bincount(np.rint(obs * n).astype(int), minlength=n + 1) / len(obs)
+    q = np.bincount(np.rint(null * n).astype(int), minlength=n + 1) / len(null)
+    ax.bar(x, o, width=0.8 / n, color=color, label=label)
+    ax.plot(x, q, "o-", color="tab:red", ms=2.5, lw=1, label="null")
+    ax.set_xlabel("Agreement")
+
+
+def out_of_sample_agreement(record, results, scale=None):
+    """Agreement on the test set and on out-of-sample inputs, each with its null (Fig 7).
+
+    results: experiments.out_of_sample_agreement(record, ...)."""
+    plt = _plt()
+    k = len(results)
+    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 2.8), squeeze=False, sharey=True)
+    for ax, (split, (obs, null)) in zip(axes.flat, results.items()):
+        _agreement_bars(ax, obs, null, record.n_models, label=f"observed (mean {obs.mean():.2f})")
+        ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
+        ax.legend(fontsize=7)
+    axes.flat[0].set_ylabel("fraction of examples")
+    fig.suptitle(f"Agreement at epoch {record.epochs[-1]} - {caption(record, None, scale)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def learning_epoch_by_accessibility(record, split, bins, scale=None):
+    """Mean learning epoch per accessibility bin, with the fraction never learned (Fig 6).
+
+    bins: experiments.learning_epoch_by_accessibility(record, split)."""
+    plt = _plt()
+    mid = (bins["lo"] + bins["hi"]) / 2
+    ok = bins["n"] > 0
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.errorbar(mid[ok], bins["mean"][ok], yerr=bins["sd"][ok], fmt="o-", ms=3, capsize=2,
+                label="learning epoch (mean, sd over models)")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("accessibility (bins of 5%)")
+    ax.set_ylabel("learning epoch")
+    ax2 = ax.twinx()
+    ax2.bar(mid[ok], bins["never"][ok], width=0.8 * (bins["hi"] - bins["lo"])[ok], alpha=0.25,
+            color="tab:gray", label="never learned (fraction)")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("fraction never learned")
+    fig.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.9))
+    ax.set_title(f"Learning epoch by accessibility - {caption(record, split, scale)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def accessibility_scatter(a, b, label_a, label_b, title):
+    """Accessibility of the same examples under two collections, with Pearson r (Fig 8b-d, 24)."""
+    plt = _plt()
+    r, p = M.accessibility_correlation(a, b)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    rng = np.random.default_rng(0)  # jitter only for the eye: accessibility is on a grid
+    ax.scatter(a + rng.uniform(-0.01, 0.01, len(a)), b + rng.uniform(-0.01, 0.01, len(b)), s=4, alpha=0.35)
+    ax.plot([0, 1], [0, 1], color="tab:gray", lw=0.8)
+    ax.set_xlabel(f"accessibility: {label_a}")
+    ax.set_ylabel(f"accessibility: {label_b}")
+    ax.set_title(f"{title}\nr = {r:.3f}, p = {p:.1e}, {len(a)} examples", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def bimodality_examples():
+    """Pearson bimodality of reference distributions on [0, 1] (chapter 2)."""
+    plt = _plt()
+    x = np.linspace(0, 1, 11)
+    cases = {"two equal spikes": np.where((x == 0) | (x == 1), 1.0, 0.0),
+             "U-shaped": 1 / (0.05 + x * (1 - x)),
+             "uniform": np.ones_like(x),
+             "bell (binomial)": np.array([1, 10, 45, 120, 210, 252, 210, 120, 45, 10, 1], float)}
+    fig, axes = plt.subplots(1, len(cases), figsize=(11, 2.4), sharey=False)
+    for ax, (name, w) in zip(axes, cases.items()):
+        w = w / w.sum()
+        ax.bar(x, w, width=0.08)
+        ax.set_title(f"{name}\nbimodality {M.bimodality_of_distribution(x, w):.2f}", fontsize=9)
+        ax.set_xlabel("TP-agreement")
+    fig.tight_layout()
+    return fig
+
+
+def accessibility_and_learning_epoch(record, split, scale=None):
+    """Histogram of accessibility, and of the learning epoch over (model, example) pairs."""
+    plt = _plt()
+    preds, labels = record.predictions[split], record.labels[split]
+    acc = M.accessibility(M.tp_agreement(preds, labels))
+    le = M.learning_epoch(preds, labels, record.epochs)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
+    axes[0].hist(acc, bins=20, range=(0, 1))
+    axes[0].set_xlabel("accessibility")
+    axes[0].set_ylabel("examples")
+    ticks = list(record.epochs) + ["never"]
+    counts = [np.sum(le == e) for e in record.epochs] + [np.sum(np.isnan(le))]
+    axes[1].bar(range(len(ticks)), np.array(counts) / le.size)
+    axes[1].set_xticks(range(len(ticks)), [str(t) for t in ticks])
+    axes[1].set_xlabel("learning epoch")
+    axes[1].set_ylabel("fraction of (model, example)")
+    fig.suptitle(f"Accessibility and learning epoch - {caption(record, split, scale)}", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,6 +1,7 @@
 """The prediction record: everything a collection predicted, in one file.
 
-``<dir>/record.npz`` holds, per split ("train", "test"): predicted labels int16
+``<dir>/record.npz`` holds, per split ("train", "test", and any out-of-sample split
+"ood_<name>", whose labels are -1: unknown): predicted labels int16
 (n_models, n_epochs, n_examples), the labels, optionally each entry's true-class probability
 (float16), plus the recorded epochs, a completeness mask (n_models, n_epochs) and the metadata
 as JSON (``meta``).  ``<dir>/record.json`` is a readable copy of the metadata.  Both are
@@ -17,6 +18,11 @@ from . import metrics
 from .io import atomic_savez, atomic_write_json
 
 SPLITS = ("train", "test")
+OOD_PREFIX = "ood_"  # out-of-sample inputs (paper §3.4): no labels, only what the models predict
+
+
+def _split_order(names):
+    return tuple([s for s in SPLITS if s in names] + sorted(s for s in names if s.startswith(OOD_PREFIX)))
 
 
 class RecordError(ValueError):
@@ -64,13 +70,18 @@ class Record:
         """
         if not predictions:
             raise RecordError("give predictions for at least one split")
-        unknown = set(predictions) - set(SPLITS)
+        unknown = {s for s in predictions if s not in SPLITS and not s.startswith(OOD_PREFIX)}
         if unknown:
-            raise RecordError(f"unknown splits {sorted(unknown)}; use {SPLITS}")
+            raise RecordError(f"unknown splits {sorted(unknown)}; use {SPLITS} or '{OOD_PREFIX}<name>'")
         return cls(predictions, labels, epochs, meta=meta, probabilities=probabilities)
 
     @property
     def splits(self):
+        """Every split, labelled ones first."""
+        return _split_order(self.predictions)
+
+    @property
+    def labelled_splits(self):
         return tuple(s for s in SPLITS if s in self.predictions)
 
     @property
@@ -112,7 +123,7 @@ class Record:
         if not path.exists():
             raise RecordError(f"no record at {path}; train one with `python -m agreebook train --out {directory}`")
         with np.load(path, allow_pickle=False) as f:
-            splits = [s for s in SPLITS if f"{s}_predictions" in f.files]
+            splits = _split_order([k[:-len("_predictions")] for k in f.files if k.endswith("_predictions")])
             return cls({s: f[f"{s}_predictions"] for s in splits}, {s: f[f"{s}_labels"] for s in splits},
                        f["epochs"], meta=json.loads(str(f["meta"])),
                        probabilities={s: f[f"{s}_probabilities"] for s in splits

@@ -11,7 +11,7 @@ def summarize(record, n_null=20000, seed=0):
     "tp_agreement_mean", "bimodality", "null_bimodality", "p_value", "agreement",
     "null_agreement"}}; Agreement means are over examples, nulls at matched accuracy."""
     out = {}
-    for split in record.splits:
+    for split in record.labelled_splits:
         preds, labels = record.predictions[split], record.labels[split]
         acc = M.accuracies(preds, labels)
         tpa = M.tp_agreement(preds, labels)
