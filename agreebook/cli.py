@@ -22,6 +22,17 @@ def _value(text):
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
+def _pairs(items, flag, error):
+    """["k=v", ...] -> {k: typed v}; anything without "=" is the user's error."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise error(f"{flag} takes NAME=VALUE; got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _value(v.strip())
+    return out
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="python -m agreebook",
                                 description="Train collections of networks and measure whether they agree.")
@@ -77,12 +88,7 @@ def main(argv=None):
 
 def _train(args):
     from .train import Runtime, train_collection
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set takes KEY=VALUE; got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = _value(v.strip())
+    overrides = _pairs(args.set, "--set", ConfigError)
     cfg = TrainConfig(**check_overrides({
         "dataset": args.dataset, "arch": args.arch, "n_models": args.models, "epochs": args.epochs,
         "seed": args.seed, "protocol": args.protocol, "random_labels": args.random_labels,
@@ -111,12 +117,7 @@ def _report(args):
 
 def _book(args):
     from .book import CHAPTERS, BookError, run_book
-    params = {}
-    for item in args.parameter:
-        if "=" not in item:
-            raise BookError(f"-p takes NAME=VALUE; got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = _value(v.strip())
+    params = _pairs(args.parameter, "-p", BookError)
     run_book(scale=args.scale, chapters=args.chapters or CHAPTERS, parameters=params,
              build=not args.no_build, variants=not args.no_variants)
     return 0

@@ -7,8 +7,8 @@ from . import metrics as M
 
 
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg", force=False)
+    # no matplotlib.use() here: it would override a notebook's inline backend; without a
+    # display, matplotlib picks Agg by itself
     import matplotlib.pyplot as plt
     return plt
 
@@ -52,10 +52,7 @@ def tp_agreement_histograms(record, split, scale=None, epochs=None):
         ax.set_xlabel("TP-agreement")
         if i % cols == 0:
             ax.set_ylabel("fraction of examples")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"TP-agreement per epoch, null overlaid - {caption(record, split, scale)}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, f"TP-agreement per epoch, null overlaid - {caption(record, split, scale)}")
 
 
 def tp_agreement_map(record, split, scale=None):
@@ -96,6 +93,13 @@ def save_report_figures(record, directory, scale=None):
     return paths
 
 
+def _finish_grid(fig, axes, title):
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def agreement_histograms(record, split, scale=None, n_null=20000, seed=0):
     """Agreement histogram per recorded epoch, the matched-accuracy null overlaid (Fig 5)."""
     plt = _plt()
@@ -115,10 +119,7 @@ def agreement_histograms(record, split, scale=None, n_null=20000, seed=0):
         ax.set_title(f"epoch {record.epochs[i]}", fontsize=9)
         if i % cols == 0:
             ax.set_ylabel("fraction of examples")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"Agreement per epoch, null overlaid - {caption(record, split, scale)}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, f"Agreement per epoch, null overlaid - {caption(record, split, scale)}")
 
 
 def _agreement_bars(ax, obs, null, n, label="observed", color="tab:blue"):

@@ -1,0 +1,261 @@
+"""What a chapter of the book needs: its parameters checked, its scale preset, its collections.
+
+A chapter notebook's ``parameters`` cell holds the common parameters (dataset, arch, n_models,
+epochs, seed, scale, data_root); the next cell calls ``setup(chapter, **those)``, which
+validates them and fills every unset one ("" or 0) from the scale's preset.  Collections are
+trained through ``Chapter.collection``, which keys each record by its full configuration:
+an identical configuration, from any chapter, reuses the record instead of training again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .config import ConfigError, TrainConfig, check_overrides
+from .data import DATASETS, DatasetError, default_root
+from .models import ARCHS, ArchError
+from .record import Record, RecordError
+
+
+class BookError(ValueError):
+    """A chapter parameter that cannot run.  In a notebook it shows as one line, no traceback."""
+
+    def _render_traceback_(self):  # IPython calls this instead of printing the traceback
+        return [f"agreebook: {self}"]
+
+
+# --- scale presets: plain overrides with type-checked keys -------------------------------------
+# smoke: every chapter in under a minute on 2 CPU cores (CI).  cpu: what the committed book
+# shows, a few minutes per chapter on 2 cores.  paper: the paper's protocol, for a GPU.
+PRESET_TYPES = {
+    "arch": str,  # "" = the dataset's architecture at this scale (PAPER_ARCH / CPU_ARCH)
+    "n_models": int,
+    "epochs": tuple,
+    "train_size": (int, type(None)),  # at most this many training examples (stratified)
+    "test_size": (int, type(None)),
+    "sweep_models": int,  # §3.2: N of each robustness-sweep collection
+    "sweep_epochs": tuple,
+    "n_partitions": int,  # §3.3: disjoint parts of the training set, a collection on each
+    "partition_models": int,
+}
+
+SCALES = {
+    "smoke": dict(arch="", n_models=3, epochs=(1, 2, 4), train_size=300, test_size=150,
+                  sweep_models=2, sweep_epochs=(1, 2), n_partitions=2, partition_models=2),
+    "cpu": dict(arch="", n_models=10, epochs=(1, 2, 4, 8, 16), train_size=2000, test_size=1000,
+                sweep_models=6, sweep_epochs=(1, 2, 4, 8), n_partitions=2, partition_models=8),
+    "paper": dict(arch="", n_models=100, epochs=(1, 2, 4, 8, 16, 32, 64, 128), train_size=None,
+                  test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
+                  n_partitions=2, partition_models=100),
+}
+
+# The paper's architectures (Suppl B); on a CPU the small st-VGG stands in for st-VGG.
+PAPER_ARCH = {"mnist": "mnist_net", "fashion_mnist": "mnist_net"}
+CPU_ARCH = {"mnist": "mnist_net", "fashion_mnist": "mnist_net"}
+
+# §3.4: a real dataset of another domain, converted to the input shape of the one trained on.
+OTHER_DOMAIN = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
+
+
+def other_domain(dataset):
+    return OTHER_DOMAIN.get(dataset, "fashion_mnist")
+
+
+def preset(scale, **overrides):
+    """The scale's preset with ``overrides`` applied; unknown keys and wrong types are errors."""
+    if scale not in SCALES:
+        raise BookError(f"unknown scale {scale!r}; scales are: {', '.join(SCALES)}")
+    out = dict(SCALES[scale])
+    for key, value in {**out, **overrides}.items():
+        if key not in PRESET_TYPES:
+            raise BookError(f"unknown preset key {key!r}; keys are: {', '.join(PRESET_TYPES)}")
+        t = PRESET_TYPES[key]
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, t) or isinstance(value, bool):
+            raise BookError(f"preset key {key!r} must be {t}; got {value!r}")
+        out[key] = value
+    return out
+
+
+def _epochs(value):
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise BookError(f"epochs must look like '1,2,4,8'; got {value!r}")
+    try:
+        ep = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise BookError(f"epochs must be whole numbers like '1,2,4,8'; got {value!r}") from None
+    if not ep or ep[0] < 1 or any(b <= a for a, b in zip(ep, ep[1:])):
+        raise BookError(f"epochs must be positive and strictly increasing; got {list(ep)}")
+    return ep
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A chapter's resolved parameters; ``collection`` trains or reuses a record."""
+    chapter: int
+    dataset: str
+    arch: str
+    n_models: int
+    epochs: Tuple[int, ...]
+    seed: int
+    scale: str
+    data_root: Optional[str]
+    sizes: dict = field(default_factory=dict)  # the preset after overrides
+    runs: str = ""
+    device: str = "auto"
+
+    def config(self, **overrides):
+        """The TrainConfig of this chapter's main collection, with overrides."""
+        base = dict(dataset=self.dataset, arch=self.arch, n_models=self.n_models, epochs=self.epochs,
+                    seed=self.seed, train_size=self.sizes["train_size"], test_size=self.sizes["test_size"])
+        try:
+            cfg = TrainConfig(**check_overrides({**base, **overrides}))
+            cfg = cfg.replace(**_clamp_sizes(cfg, self.data_root))
+            return cfg.validate().resolved()
+        except (ConfigError, DatasetError, ArchError) as exc:
+            raise BookError(str(exc)) from None
+
+    def main_config(self):
+        """The chapter's main collection: also predicts the §3.4 out-of-sample inputs, so
+        chapters 2 and 3 share one record."""
+        return self.config(ood=("noise", other_domain(self.dataset)))
+
+    def run_dir(self, cfg):
+        key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return Path(self.runs) / f"{cfg.dataset}-{cfg.arch}-{key}"
+
+    def collection(self, cfg=None, progress=None) -> Record:
+        """Train ``cfg`` (default: the main collection) or reuse its finished record."""
+        from .train import Runtime, train_collection
+        cfg = cfg or self.main_config()
+        if progress is None:  # a bar in a terminal; in an executed notebook it would be saved
+            progress = os.environ.get("AGREEBOOK_PROGRESS", "0") == "1"
+        rt = Runtime(device=self.device, data_root=self.data_root, progress=progress)
+        try:
+            rec = train_collection(cfg, self.run_dir(cfg), rt)
+        except (ConfigError, DatasetError, RecordError) as exc:
+            raise BookError(str(exc)) from None
+        rec.meta["scale"] = self.scale
+        return rec
+
+    def describe(self):
+        return (f"Chapter {self.chapter}: dataset {self.dataset}, architecture {self.arch}, "
+                f"N={self.n_models}, epochs {list(self.epochs)}, seed {self.seed}, scale {self.scale}")
+
+
+def _clamp_sizes(cfg, data_root):
+    """Preset sizes are upper bounds: a smaller dataset (digits: 1437/360) is used whole."""
+    if cfg.train_size is None and cfg.test_size is None:
+        return {}
+    n_train, n_test = dataset_sizes(cfg.dataset, data_root)
+    out = {}
+    if cfg.train_size is not None and cfg.train_size >= n_train:
+        out["train_size"] = None
+    if cfg.test_size is not None and cfg.test_size >= n_test:
+        out["test_size"] = None
+    return out
+
+
+_SIZES = {}
+
+
+def dataset_sizes(name, data_root=None):
+    key = (name, str(data_root))
+    if key not in _SIZES:
+        from .data import load_dataset
+        ds = load_dataset(name, root=data_root)
+        _SIZES[key] = (len(ds.y_train), len(ds.y_test))
+    return _SIZES[key]
+
+
+def default_runs():
+    return os.environ.get("AGREEBOOK_RUNS") or str(default_root() / "runs")
+
+
+def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, scale="cpu",
+          data_root="", runs="", device="auto"):
+    """Check a chapter's parameters and fill the unset ones ("" or 0) from the scale preset.
+
+    Raises BookError with one line that says what to change.
+    """
+    sizes = preset(scale)
+    if dataset not in DATASETS:
+        raise BookError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    arch = arch or sizes["arch"] or (PAPER_ARCH if scale == "paper" else CPU_ARCH).get(
+        dataset, "st_vgg" if scale == "paper" else "small_st_vgg")
+    if arch not in ARCHS:
+        raise BookError(f"unknown architecture {arch!r}; known architectures: {', '.join(ARCHS)}")
+    if isinstance(n_models, bool) or not isinstance(n_models, int):
+        raise BookError(f"n_models must be a whole number; got {n_models!r}")
+    n_models = n_models or sizes["n_models"]
+    if n_models < 2:
+        raise BookError(f"n_models must be at least 2 (agreement needs two models); got {n_models}")
+    ep = _epochs(epochs) if epochs not in ("", None, ()) else sizes["epochs"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BookError(f"seed must be a whole number; got {seed!r}")
+    if data_root and not Path(data_root).is_dir():
+        raise BookError(f"data_root {data_root!r} is not a folder; give an existing folder or '' for the default")
+    ch = Chapter(chapter, dataset, arch, n_models, ep, seed, scale, data_root or None, sizes,
+                 runs or default_runs(), device)
+    ch.config()  # the architecture fits the data, the sizes exist, ... or one message now
+    return ch
+
+
+# --- the driver: python -m agreebook book ----------------------------------------------------------
+PARAMETERS = ("dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root")
+BOOK = Path(__file__).resolve().parent.parent / "book"
+CHAPTERS = tuple(range(1, 8))
+# Executed copies of a chapter on another dataset, shown in the book beside the chapter.
+VARIANTS = {3: {"chapter3_fashion_mnist": {"dataset": "fashion_mnist"}}}
+
+
+def collapse_injected_parameters(path):
+    """Tag papermill's injected-parameters cell so the rendered page shows it collapsed."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            tags.append("hide-cell")
+    nbformat.write(nb, path)
+
+
+def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=BOOK, variants=True):
+    """Execute chapters in place with papermill (then their variants), then build the HTML."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+    preset(scale)
+    unknown = set(parameters or {}) - set(PARAMETERS)
+    if unknown:
+        raise BookError(f"unknown chapter parameters {sorted(unknown)}; chapters take: {', '.join(PARAMETERS)}")
+    book = Path(book)
+    jobs = []
+    for c in chapters:
+        if c not in CHAPTERS:
+            raise BookError(f"no chapter {c}; chapters are {list(CHAPTERS)}")
+        jobs.append((book / f"chapter{c}.ipynb", book / f"chapter{c}.ipynb", {}))
+        if variants:
+            jobs += [(book / f"chapter{c}.ipynb", book / f"{name}.ipynb", extra)
+                     for name, extra in VARIANTS.get(c, {}).items()]
+    for src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
+        params = {"scale": scale, **extra, **(parameters or {})}
+        tqdm.write(f"executing {dst.name} with {params}")
+        pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(book), progress_bar=True,
+                            kernel_name="python3")
+        collapse_injected_parameters(dst)
+    if build:
+        import shutil
+        import subprocess
+        exe = shutil.which("jupyter-book")
+        if exe is None:
+            raise BookError("jupyter-book is not installed; pip install 'jupyter-book<2' (or use --no-build)")
+        subprocess.run([exe, "build", str(book)], check=True)

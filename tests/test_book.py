@@ -1,0 +1,195 @@
+"""The book's machinery: parameters, presets, record reuse, the chapter analyses, the notebooks."""
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from agreebook import book, experiments as X, metrics as M
+from agreebook.config import ConfigError, TrainConfig
+from agreebook.data import out_of_sample, load_dataset
+from agreebook.record import Record
+from agreebook.train import prepare_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(dataset="imagenet"), "unknown dataset 'imagenet'; known datasets: "),
+    (dict(arch="transformer"), "unknown architecture 'transformer'"),
+    (dict(n_models=1), "n_models must be at least 2"),
+    (dict(epochs="4,2"), "strictly increasing"),
+    (dict(epochs="1,two"), "whole numbers"),
+    (dict(scale="huge"), "unknown scale 'huge'; scales are: smoke, cpu, paper"),
+    (dict(data_root="/nonexistent/folder"), "is not a folder"),
+])
+def test_bad_parameters_give_one_clear_message(kwargs, message):
+    with pytest.raises(book.BookError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        book.setup(3, **kwargs)
+    lines = e.value._render_traceback_()  # how IPython shows it: one line, no traceback
+    assert len(lines) == 1 and lines[0].startswith("agreebook: ")
+
+
+def test_presets_are_type_checked_overrides():
+    assert book.preset("smoke")["n_models"] == 3
+    assert book.preset("cpu", n_models=20)["n_models"] == 20
+    with pytest.raises(book.BookError, match="unknown preset key 'n_model'"):
+        book.preset("cpu", n_model=20)
+    with pytest.raises(book.BookError, match="'n_models' must be"):
+        book.preset("cpu", n_models="20")
+    for scale in book.SCALES:  # every shipped preset passes its own check
+        book.preset(scale)
+
+
+def test_setup_fills_from_preset_and_explicit_values_win():
+    ch = book.setup(3, scale="smoke")
+    assert (ch.n_models, ch.epochs, ch.arch) == (3, (1, 2, 4), "small_st_vgg")
+    ch = book.setup(3, scale="smoke", n_models=4, epochs="1,3", arch="fc")
+    assert (ch.n_models, ch.epochs, ch.arch) == (4, (1, 3), "fc")
+    assert book.setup(3, scale="paper").arch == "st_vgg"
+    # digits is smaller than the cpu preset's 2000/1000: used whole, not refused
+    cfg = book.setup(3, scale="cpu").config()
+    assert cfg.train_size is None and cfg.test_size is None
+    assert cfg.lr == 0.05  # architecture defaults resolved
+
+
+def test_collection_reuses_an_identical_configuration(tmp_path):
+    ch = book.setup(3, scale="smoke", runs=str(tmp_path))
+    cfg = ch.config(n_models=2, epochs=(1,), train_size=200, test_size=100)
+    a = ch.collection(cfg)
+    t = time.perf_counter()
+    b = ch.collection(cfg)
+    assert time.perf_counter() - t < 5
+    np.testing.assert_array_equal(a.predictions["test"], b.predictions["test"])
+    assert len(list(tmp_path.iterdir())) == 1
+    other = ch.config(n_models=2, epochs=(1,), train_size=200, test_size=100, seed=1)
+    assert ch.run_dir(other) != ch.run_dir(cfg)
+
+
+def test_partitions_are_disjoint_and_cover_the_subset():
+    base = TrainConfig(train_size=600, test_size=100)
+    parts = [prepare_dataset(base.replace(n_partitions=3, partition=i)) for i in range(3)]
+    whole = prepare_dataset(base)
+    rows = [set(p.subset["train_indices"]) for p in parts]
+    assert sum(map(len, rows)) == 600 and set().union(*rows) == set(whole.subset["train_indices"])
+    assert all(not (a & b) for i, a in enumerate(rows) for b in rows[i + 1:])
+    assert all(np.array_equal(p.x_test, whole.x_test) for p in parts)  # one common test set
+    with pytest.raises(ConfigError, match="partition must be in"):
+        base.replace(n_partitions=2, partition=2).validate()
+    with pytest.raises(ConfigError, match="unknown out-of-sample set"):
+        base.replace(ood=("nosie",)).validate()
+
+
+def test_out_of_sample_inputs(offline_root):
+    like = load_dataset("digits").x_train
+    noise = out_of_sample("noise", like, 50, seed=1)
+    assert noise.shape == (50, 8, 8, 1) and noise.dtype == np.uint8
+    assert abs(noise.mean() - like.mean()) < 10
+    np.testing.assert_array_equal(noise, out_of_sample("noise", like, 50, seed=1))
+    fm = out_of_sample("fashion_mnist", like, 20, root=offline_root)
+    assert fm.shape == (20, 8, 8, 1) and fm.std() > 10
+    rgb = out_of_sample("fashion_mnist", np.zeros((1, 32, 32, 3), np.uint8), 5, root=offline_root)
+    assert rgb.shape == (5, 32, 32, 3) and np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def _toy_record():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    # 4 models, 3 epochs: an easy half learned at epoch 1, a hard half at epoch 4 by two models
+    p = np.empty((4, 3, 40), np.int16)
+    wrong = (y + 1) % 3
+    p[:] = wrong
+    p[:, :, :20] = y[:20]
+    p[:2, 2, 20:] = y[20:]
+    return Record({"test": p, "ood_noise": np.zeros((4, 3, 10), np.int16)},
+                  {"test": y, "ood_noise": np.full(10, -1)}, [1, 2, 4], meta={"n_classes": 3})
+
+
+def test_learning_epoch_by_accessibility_hand_computed():
+    b = X.learning_epoch_by_accessibility(_toy_record(), "test", width=0.05)
+    # easy examples: accessibility 1, learned at epoch 1 by all; hard: accessibility 2/12
+    top, low = len(b["lo"]) - 1, int(np.floor((2 / 12) / 0.05))
+    assert b["n"][top] == 20 and b["mean"][top] == 1 and b["never"][top] == 0
+    assert b["n"][low] == 20 and b["mean"][low] == 4 and b["never"][low] == 0.5
+    assert b["n"].sum() == 40
+
+
+def test_out_of_sample_agreement_and_its_null():
+    rec = _toy_record()
+    res = X.out_of_sample_agreement(rec)
+    assert set(res) == {"test", "ood_noise"}
+    obs, null = res["ood_noise"]
+    assert np.all(obs == 1) and np.all(null == 1)  # every model always says 0: no room to disagree
+    rng = np.random.default_rng(1)
+    indep = rng.integers(0, 5, (8, 1, 3000)).astype(np.int16)
+    assert abs(M.null_agreement_unlabelled(indep, 5000)[0].mean() - M.agreement(indep)[0].mean()) < 0.01
+
+
+def test_independent_collection_matches_accuracies_and_the_exact_null():
+    y = np.random.default_rng(0).integers(0, 10, 20000)
+    acc = np.array([[0.2, 0.9], [0.5, 0.6], [0.7, 0.95]])
+    p = M.independent_collection(acc, y, 10, seed=3)
+    np.testing.assert_allclose(M.accuracies(p, y), acc, atol=0.015)
+    counts = M.tp_agreement_histogram(M.tp_agreement(p, y), 3)
+    np.testing.assert_allclose(counts / counts.sum(1, keepdims=True), M.null_tp_agreement(acc), atol=0.015)
+    rec = X.null_record(_toy_record())
+    np.testing.assert_array_equal(rec.splits, ("test",))
+
+
+def test_robustness_settings_change_one_thing_each():
+    cfg = TrainConfig().resolved()
+    s = dict(X.robustness_settings(cfg))
+    assert s["base"] == {} and "elu" not in s  # small st-VGG's own activation is not a change
+    assert {"lr", "batch_size", "optimizer", "dropout", "activation"} <= {k for v in s.values() for k in v}
+    assert len(s) == len(X.robustness_settings(cfg))  # labels are unique
+
+
+def test_partition_correlations_identity():
+    rec = _toy_record()
+    acc, r, p = X.partition_correlations([rec, rec], "test")
+    assert acc.shape == (2, 40) and np.allclose(r, 1)
+
+
+NOTEBOOK_PARAMS = {"dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root"}
+
+
+@pytest.mark.parametrize("n", book.CHAPTERS)
+def test_chapter_notebooks_have_typed_parameters_then_validation(n):
+    nb = nbformat.read(REPO / "book" / f"chapter{n}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0] if "injected-parameters" not in code[0].metadata.get("tags", []) else code[1]
+    assert "parameters" in first.metadata.get("tags", [])
+    names = {line.split(":")[0] for line in first.source.splitlines() if line.strip()}
+    assert names == NOTEBOOK_PARAMS
+    assert all("# " in line and ": " in line.split("=")[0] for line in first.source.splitlines())
+    after = code[code.index(first) + 1]
+    after = after if "injected-parameters" not in after.metadata.get("tags", []) else code[code.index(first) + 2]
+    assert f"book.setup({n}," in after.source
+
+
+def test_toc_lists_every_chapter_and_the_symlink_resolves():
+    toc = (REPO / "book" / "_toc.yml").read_text()
+    assert (REPO / "book" / "_toc.yml").resolve() == (REPO / "_toc.yml").resolve()
+    for n in book.CHAPTERS:
+        assert f"file: chapter{n}\n" in toc
+    for variants in book.VARIANTS.values():
+        for name in variants:
+            assert f"file: {name}\n" in toc
+    cfg = (REPO / "_config.yml").read_text()
+    assert 'execute_notebooks: "off"' in cfg and "mathjax/tex-svg.js" in cfg
+    assert (REPO / "book" / "_static" / "mathjax" / "tex-svg.js").stat().st_size > 1e6
+
+
+def test_collapse_injected_parameters(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    c = nbformat.v4.new_code_cell("scale = 'smoke'")
+    c.metadata["tags"] = ["injected-parameters"]
+    nb.cells = [c]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    book.collapse_injected_parameters(path)
+    assert nbformat.read(path, as_version=4).cells[0].metadata["tags"] == ["injected-parameters", "hide-cell"]
+    with pytest.raises(book.BookError, match="unknown chapter parameters"):
+        book.run_book("smoke", parameters={"datset": "mnist"}, build=False)
