@@ -110,7 +110,7 @@ def test_protocols_and_schedule():
 
 def test_retrain_protocol_and_random_labels(tmp_path):
     cfg = TrainConfig(**dict(SMALL, epochs=(1, 3), protocol="retrain", random_labels=True))
-    rec = train_collection(cfg, tmp_path / "r", Runtime(progress=False))  # 2 worker processes
+    rec = train_collection(cfg, tmp_path / "r", Runtime(progress=False, workers=2))  # 2 worker processes
     assert rec.is_complete and rec.meta["workers"] == 2
     # random labels: the test set (true labels) stays near chance
     assert rec.accuracies("test").mean() < 0.3
