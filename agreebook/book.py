@@ -32,7 +32,7 @@ class BookError(ValueError):
 # smoke: every chapter in under a minute on 2 CPU cores (CI).  cpu: what the committed book
 # shows, a few minutes per chapter on 2 cores.  paper: the paper's protocol, for a GPU.
 PRESET_TYPES = {
-    "arch": str,  # "" = the dataset's architecture at this scale (PAPER_ARCH / CPU_ARCH)
+    "arch": str,  # "" = the dataset's architecture at this scale (DATASET_ARCH)
     "n_models": int,
     "epochs": tuple,
     "train_size": (int, type(None)),  # at most this many training examples (stratified)
@@ -53,9 +53,9 @@ SCALES = {
                   n_partitions=2, partition_models=100),
 }
 
-# The paper's architectures (Suppl B); on a CPU the small st-VGG stands in for st-VGG.
-PAPER_ARCH = {"mnist": "mnist_net", "fashion_mnist": "mnist_net"}
-CPU_ARCH = {"mnist": "mnist_net", "fashion_mnist": "mnist_net"}
+# The paper's architectures (Suppl B): the MNIST net for the MNIST-like sets, st-VGG for the
+# rest, for which the small st-VGG stands in below the paper scale.
+DATASET_ARCH = {"mnist": "mnist_net", "fashion_mnist": "mnist_net"}
 
 # §3.4: a real dataset of another domain, converted to the input shape of the one trained on.
 OTHER_DOMAIN = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
@@ -190,8 +190,7 @@ def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, sca
     sizes = preset(scale)
     if dataset not in DATASETS:
         raise BookError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
-    arch = arch or sizes["arch"] or (PAPER_ARCH if scale == "paper" else CPU_ARCH).get(
-        dataset, "st_vgg" if scale == "paper" else "small_st_vgg")
+    arch = arch or sizes["arch"] or DATASET_ARCH.get(dataset, "st_vgg" if scale == "paper" else "small_st_vgg")
     if arch not in ARCHS:
         raise BookError(f"unknown architecture {arch!r}; known architectures: {', '.join(ARCHS)}")
     if isinstance(n_models, bool) or not isinstance(n_models, int):

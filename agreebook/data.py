@@ -338,8 +338,11 @@ def out_of_sample(name, like, n, root=None, download=True, seed=0):
     import torch.nn.functional as F
     t = torch.from_numpy(x).float().permute(0, 3, 1, 2)
     if t.shape[1] != c:
-        t = t.mean(1, keepdim=True) if c == 1 else t.expand(-1, c, -1, -1) if t.shape[1] == 1 else None
-        if t is None:
+        if c == 1:
+            t = t.mean(1, keepdim=True)
+        elif t.shape[1] == 1:
+            t = t.expand(-1, c, -1, -1)
+        else:
             raise DatasetError(f"cannot convert {name}'s {x.shape[3]} channels to {c}")
     if t.shape[2:] != (h, w):
         down = t.shape[2] >= h and t.shape[3] >= w

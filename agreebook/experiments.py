@@ -14,7 +14,7 @@ def epoch_table(record, split):
     """Per recorded epoch: accuracy (mean, sd over models), mean TP-agreement, bimodality of
     TP-agreement against its null with the p-value, mean Agreement against its null."""
     import pandas as pd
-    s = summarize(record)[split]
+    s = summarize(record, splits=(split,))[split]
     return pd.DataFrame({
         "epoch": s["epochs"], "accuracy": s["accuracy_mean"], "accuracy sd": s["accuracy_sd"],
         "mean TPa": s["tp_agreement_mean"], "bimodality": s["bimodality"],
@@ -25,7 +25,7 @@ def epoch_table(record, split):
 
 def bimodality_verdict(record, split, alpha=0.01):
     """One sentence, from the data, on whether TP-agreement is more bimodal than the null."""
-    s = summarize(record)[split]
+    s = summarize(record, splits=(split,))[split]
     ep = s["epochs"]
     sig = [e for e, p, b, q in zip(ep, s["p_value"], s["bimodality"], s["null_bimodality"])
            if p is not None and p < alpha and b < q]
@@ -103,7 +103,7 @@ def robustness_table(results, split="test"):
     import pandas as pd
     rows = []
     for label, rec in results:
-        s = summarize(rec)[split]
+        s = summarize(rec, splits=(split,))[split]
         b, q, p = (np.array([np.nan if v is None else v for v in s[k]], float)
                    for k in ("bimodality", "null_bimodality", "p_value"))
         rows.append({"setting": label, "N": rec.n_models, "accuracy": s["accuracy_mean"][-1],

@@ -6,12 +6,14 @@ import numpy as np
 from . import metrics as M
 
 
-def summarize(record, n_null=20000, seed=0):
+def summarize(record, n_null=20000, seed=0, splits=None):
     """{split: {"epochs", "accuracy" (per epoch, per model), "accuracy_mean", "accuracy_sd",
     "tp_agreement_mean", "bimodality", "null_bimodality", "p_value", "agreement",
-    "null_agreement"}}; Agreement means are over examples, nulls at matched accuracy."""
+    "null_agreement"}}; Agreement means are over examples, nulls at matched accuracy.
+    splits: the labelled splits to summarise (default all); each split's numbers are the same
+    whichever others are asked for."""
     out = {}
-    for split in record.labelled_splits:
+    for split in splits or record.labelled_splits:
         preds, labels = record.predictions[split], record.labels[split]
         acc = M.accuracies(preds, labels)
         tpa = M.tp_agreement(preds, labels)

@@ -12,8 +12,9 @@ One training loop (``_train_member``) does the work; around it:
 * on a CPU, convolutional jobs run in worker processes with one thread each (or all cores
   for a single job): small conv nets scale across processes far better than across intra-op
   threads, and run channels_last.  Nets without convolutions are matmuls that already use
-  every core, so they train in-process, where no worker start-up is paid (benchmarks/).  On CUDA, members train one after another on the
-  device (training them together with torch.func.vmap is not built yet).
+  every core, so they train in-process, where no worker start-up is paid (benchmarks/).
+  On CUDA, members train one after another on the device (training them together with
+  torch.func.vmap is not built yet).
 """
 from __future__ import annotations
 
