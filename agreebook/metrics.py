@@ -119,7 +119,8 @@ def _pearson(m2, m3, m4):
         skew2 = m3 ** 2 / m2 ** 3
         kurt = m4 / m2 ** 2
         out = kurt - skew2 - 1.0
-    return np.where(m2 > 0, out, np.nan)
+    # two exact spikes give 0 up to rounding; never print "-0.0"
+    return np.where(m2 > 0, np.maximum(out, 0.0), np.nan)
 
 
 def bimodality(values, axis=-1):
@@ -211,6 +212,42 @@ def null_tp_agreement(accuracy):
     return pmf
 
 
+def class_accuracies(predictions, labels, n_classes=None):
+    """Each model's accuracy on each class (its recall): (n_models, n_epochs, n_classes).
+
+    NaN for a class without examples.  predictions: (n_models, n_epochs, n_examples).
+    """
+    preds, labels = _check_predictions(predictions, labels)
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    right = preds == labels
+    out = np.full((*preds.shape[:2], n_classes), np.nan)
+    for c in range(n_classes):
+        cols = labels == c
+        if cols.any():
+            out[:, :, c] = right[:, :, cols].mean(axis=2)
+    return out
+
+
+def null_tp_agreement_by_class(predictions, labels, n_classes=None):
+    """Null distribution of TP-agreement for independent classifiers that keep each model's
+    accuracy on every class: (n_epochs, n_models + 1).
+
+    A stricter null than ``null_tp_agreement``: near chance level a collection whose models
+    all favour one class is right on that class's examples and wrong on the rest, so its
+    TP-agreement sits at 0 and 1 without the models sharing any order of the examples.  Here
+    an example of class c is right for model m independently with m's recall on c, and the
+    distribution is the mixture over classes of those Poisson-binomials, weighted by the
+    classes' shares of the examples.
+    """
+    preds, labels = _check_predictions(predictions, labels)
+    recall = class_accuracies(preds, labels, n_classes)
+    counts = np.bincount(labels, minlength=recall.shape[2])
+    pmf = np.zeros((preds.shape[1], preds.shape[0] + 1))
+    for c in np.flatnonzero(counts):
+        pmf += counts[c] / counts.sum() * null_tp_agreement(recall[:, :, c])
+    return pmf
+
+
 def null_bimodality(accuracy):
     """Bimodality of the null TP-agreement distribution, exactly: (n_epochs,)."""
     pmf = null_tp_agreement(accuracy)
@@ -225,20 +262,21 @@ def tp_agreement_histogram(tpa, n_models):
     return np.stack([np.bincount(row, minlength=n_models + 1) for row in k])
 
 
-def bimodality_test(tpa, accuracy, n_draws=2000, seed=0):
+def bimodality_test(tpa, accuracy, n_draws=2000, seed=0, null_pmf=None):
     """Is TP-agreement more bimodal than under the null? One-sided, per epoch.
 
-    tpa: (n_epochs, n_examples); accuracy: (n_models, n_epochs).
-    Draws ``n_draws`` samples of n_examples from the exact null (seeded), and returns a dict
-    of (n_epochs,) arrays: ``observed``, ``null`` (exact), ``p_value`` = P(sample bimodality
-    under the null <= observed), with the +1 correction so it is never 0.
+    tpa: (n_epochs, n_examples); accuracy: (n_models, n_epochs); null_pmf: another null's
+    (n_epochs, n_models + 1) distribution (``null_tp_agreement_by_class``), default the
+    matched-accuracy one.  Draws ``n_draws`` samples of n_examples from the null (seeded),
+    and returns a dict of (n_epochs,) arrays: ``observed``, ``null`` (exact), ``p_value`` =
+    P(sample bimodality under the null <= observed), with the +1 correction so it is never 0.
     """
     accuracy = np.asarray(accuracy, dtype=np.float64)
     n_models = accuracy.shape[0]
     counts = tp_agreement_histogram(tpa, n_models)
     support = np.arange(n_models + 1) / n_models
     observed = bimodality_of_distribution(support, counts)
-    pmf = null_tp_agreement(accuracy)
+    pmf = null_tp_agreement(accuracy) if null_pmf is None else np.asarray(null_pmf, np.float64)
     n_examples = counts.sum(axis=1)
     rng = np.random.default_rng(seed)
     p_value = np.empty(len(pmf))

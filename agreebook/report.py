@@ -9,7 +9,9 @@ from . import metrics as M
 def summarize(record, n_null=20000, seed=0, splits=None):
     """{split: {"epochs", "accuracy" (per epoch, per model), "accuracy_mean", "accuracy_sd",
     "tp_agreement_mean", "bimodality", "null_bimodality", "p_value", "agreement",
-    "null_agreement"}}; Agreement means are over examples, nulls at matched accuracy.
+    "null_agreement", "class_null_bimodality", "class_p_value"}}; Agreement means are over
+    examples, nulls at matched accuracy; the class_ ones test against the stricter null that
+    keeps each model's accuracy on every class (metrics.null_tp_agreement_by_class).
     splits: the labelled splits to summarise (default all); each split's numbers are the same
     whichever others are asked for."""
     out = {}
@@ -19,6 +21,8 @@ def summarize(record, n_null=20000, seed=0, splits=None):
         tpa = M.tp_agreement(preds, labels)
         test = M.bimodality_test(tpa, acc, seed=seed)
         null_agree = M.null_agreement(acc, record.n_classes, n_samples=n_null, seed=seed)
+        by_class = M.bimodality_test(tpa, acc, seed=seed, null_pmf=M.null_tp_agreement_by_class(
+            preds, labels, record.n_classes))
         out[split] = {
             "epochs": record.epochs.tolist(),
             "accuracy": acc.T.round(6).tolist(),
@@ -30,6 +34,8 @@ def summarize(record, n_null=20000, seed=0, splits=None):
             "p_value": _clean(test["p_value"]),
             "agreement": M.agreement(preds).mean(1).round(6).tolist(),
             "null_agreement": null_agree.mean(1).round(6).tolist(),
+            "class_null_bimodality": _clean(by_class["null"]),
+            "class_p_value": _clean(by_class["p_value"]),
         }
     return out
 

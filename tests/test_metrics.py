@@ -192,3 +192,33 @@ def test_input_validation():
         M.tp_agreement(np.zeros((2, 3, 4), int), np.zeros(5))
     with pytest.raises(ValueError, match="integer"):
         M.agreement(np.zeros((2, 3, 4)))
+
+
+def test_class_null_explains_a_collection_that_predicts_one_class():
+    # 3 classes, every model says class 0 for everything: TP-agreement is 1 on class 0 and 0
+    # elsewhere, extremely "bimodal" against the accuracy null but exactly the class null.
+    labels = np.repeat([0, 1, 2], [40, 30, 30])
+    preds = np.zeros((5, 2, 100), np.int16)
+    recall = M.class_accuracies(preds, labels)
+    assert recall.shape == (5, 2, 3)
+    np.testing.assert_allclose(recall[..., 0], 1.0)
+    np.testing.assert_allclose(recall[..., 1:], 0.0)
+    pmf = M.null_tp_agreement_by_class(preds, labels)
+    np.testing.assert_allclose(pmf[:, [0, 5]], [[0.6, 0.4]] * 2)
+    np.testing.assert_allclose(pmf.sum(1), 1.0)
+    acc = M.accuracies(preds, labels)
+    tpa = M.tp_agreement(preds, labels)
+    assert np.all(M.bimodality_test(tpa, acc)["p_value"] < 0.01)  # the accuracy null is fooled
+    strict = M.bimodality_test(tpa, acc, null_pmf=pmf)
+    np.testing.assert_allclose(strict["null"], strict["observed"])
+    assert np.all(strict["p_value"] > 0.5)
+
+
+def test_class_null_equals_accuracy_null_when_recall_is_the_same_on_every_class():
+    labels = np.repeat([0, 1], 10)
+    right = np.zeros((3, 1, 20), bool)
+    for m, k in enumerate([2, 5, 8]):  # model m is right on the first k examples of each class
+        right[m, 0, :k] = right[m, 0, 10:10 + k] = True
+    preds = np.where(right, labels, 1 - labels).astype(np.int16)
+    np.testing.assert_allclose(M.null_tp_agreement_by_class(preds, labels),
+                               M.null_tp_agreement(M.accuracies(preds, labels)))
