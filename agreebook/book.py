@@ -8,6 +8,7 @@ an identical configuration, from any chapter, reuses the record instead of train
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from .config import ConfigError, TrainConfig, check_overrides
-from .data import DATASETS, DatasetError, default_root
+from .data import DATASETS, TEXT_DATASETS, DatasetError, default_root
 from .models import ARCHS, ArchError
 from .record import Record, RecordError
 
@@ -41,27 +42,41 @@ PRESET_TYPES = {
     "sweep_epochs": tuple,
     "n_partitions": int,  # §3.3: disjoint parts of the training set, a collection on each
     "partition_models": int,
+    "adaboost_learners": int,  # §6: boosting stages
+    "other_arch": str,  # §4: the second architecture set against the chapter's
 }
 
 SCALES = {
     "smoke": dict(arch="", n_models=3, epochs=(1, 2, 4), train_size=300, test_size=150,
-                  sweep_models=2, sweep_epochs=(1, 2), n_partitions=2, partition_models=2),
+                  sweep_models=2, sweep_epochs=(1, 2), n_partitions=2, partition_models=2,
+                  adaboost_learners=20, other_arch="fc"),
     "cpu": dict(arch="", n_models=10, epochs=(1, 2, 4, 8, 16), train_size=2000, test_size=1000,
-                sweep_models=6, sweep_epochs=(1, 2, 4, 8), n_partitions=2, partition_models=8),
+                sweep_models=6, sweep_epochs=(1, 2, 4, 8), n_partitions=2, partition_models=8,
+                adaboost_learners=100, other_arch="fc"),
     "paper": dict(arch="", n_models=100, epochs=(1, 2, 4, 8, 16, 32, 64, 128), train_size=None,
                   test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
-                  n_partitions=2, partition_models=100),
+                  n_partitions=2, partition_models=100, adaboost_learners=100, other_arch="resnet18"),
 }
 
 # The paper's architectures (Suppl B): the MNIST net for the MNIST-like sets, st-VGG for the
 # rest, for which the small st-VGG stands in below the paper scale.
-DATASET_ARCH = {"mnist": "mnist_net", "fashion_mnist": "mnist_net"}
+DATASET_ARCH = {"mnist": "mnist_net", "fashion_mnist": "mnist_net",
+                "stackoverflow": "bilstm_attention", "stackoverflow_titles": "bilstm_attention"}
+# Chapters whose figures are images or whose comparisons are image architectures.
+IMAGE_CHAPTERS = {1: "shows images", 4: "compares image architectures", 6: "boosts on pixels"}
 
 # §3.4: a real dataset of another domain, converted to the input shape of the one trained on.
 OTHER_DOMAIN = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 
 
+def default_arch(dataset, scale):
+    return SCALES[scale]["arch"] or DATASET_ARCH.get(dataset, "st_vgg" if scale == "paper" else "small_st_vgg")
+
+
 def other_domain(dataset):
+    """§3.4's real dataset of another domain; None for text (only noise inputs there)."""
+    if dataset in TEXT_DATASETS:
+        return None
     return OTHER_DOMAIN.get(dataset, "fashion_mnist")
 
 
@@ -112,11 +127,15 @@ class Chapter:
     sizes: dict = field(default_factory=dict)  # the preset after overrides
     runs: str = ""
     device: str = "auto"
+    arch_given: bool = False  # the user named the architecture: keep it for every dataset
+    embeddings: Optional[str] = None  # text: a GloVe-format vectors file
 
     def config(self, **overrides):
         """The TrainConfig of this chapter's main collection, with overrides."""
         base = dict(dataset=self.dataset, arch=self.arch, n_models=self.n_models, epochs=self.epochs,
                     seed=self.seed, train_size=self.sizes["train_size"], test_size=self.sizes["test_size"])
+        if self.embeddings and self.dataset in TEXT_DATASETS:
+            base["embeddings"] = self.embeddings
         try:
             cfg = TrainConfig(**check_overrides({**base, **overrides}))
             cfg = cfg.replace(**_clamp_sizes(cfg, self.data_root))
@@ -127,7 +146,8 @@ class Chapter:
     def main_config(self):
         """The chapter's main collection: also predicts the §3.4 out-of-sample inputs, so
         chapters 2 and 3 share one record."""
-        return self.config(ood=("noise", other_domain(self.dataset)))
+        other = other_domain(self.dataset)
+        return self.config(ood=("noise",) + ((other,) if other else ()))
 
     def run_dir(self, cfg):
         key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -146,6 +166,27 @@ class Chapter:
             raise BookError(str(exc)) from None
         rec.meta["scale"] = self.scale
         return rec
+
+    def member_model(self, cfg=None, member=0):
+        """A trained network of ``cfg`` (default: the main collection), kept in its run folder:
+        (model, the _Data it was trained on).  See train.member_model."""
+        from .train import Runtime, member_model
+        cfg = cfg or self.main_config()
+        try:
+            return member_model(cfg, self.run_dir(cfg), member,
+                                Runtime(device=self.device, data_root=self.data_root, progress=False))
+        except (ConfigError, DatasetError) as exc:
+            raise BookError(str(exc)) from None
+
+    def for_dataset(self, name):
+        """This chapter's settings on another dataset (§5's synthetic sets, chapter 1's second
+        set): the architecture follows the dataset as in ``setup`` unless the user named one."""
+        if name not in DATASETS:
+            raise BookError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        arch = self.arch if self.arch_given else default_arch(name, self.scale)
+        ch = dataclasses.replace(self, dataset=name, arch=arch)
+        ch.config()
+        return ch
 
     def describe(self):
         return (f"Chapter {self.chapter}: dataset {self.dataset}, architecture {self.arch}, "
@@ -182,7 +223,7 @@ def default_runs():
 
 
 def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, scale="cpu",
-          data_root="", runs="", device="auto"):
+          data_root="", runs="", device="auto", embeddings=""):
     """Check a chapter's parameters and fill the unset ones ("" or 0) from the scale preset.
 
     Raises BookError with one line that says what to change.
@@ -190,7 +231,11 @@ def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, sca
     sizes = preset(scale)
     if dataset not in DATASETS:
         raise BookError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
-    arch = arch or sizes["arch"] or DATASET_ARCH.get(dataset, "st_vgg" if scale == "paper" else "small_st_vgg")
+    if dataset in TEXT_DATASETS and chapter in IMAGE_CHAPTERS:
+        raise BookError(f"chapter {chapter} {IMAGE_CHAPTERS[chapter]}; text datasets such as {dataset} run in "
+                        f"chapters {', '.join(str(c) for c in CHAPTERS if c not in IMAGE_CHAPTERS)}")
+    arch_given = bool(arch)
+    arch = arch or default_arch(dataset, scale)
     if arch not in ARCHS:
         raise BookError(f"unknown architecture {arch!r}; known architectures: {', '.join(ARCHS)}")
     if isinstance(n_models, bool) or not isinstance(n_models, int):
@@ -201,20 +246,23 @@ def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, sca
     ep = _epochs(epochs) if epochs not in ("", None, ()) else sizes["epochs"]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BookError(f"seed must be a whole number; got {seed!r}")
+    if embeddings and not Path(embeddings).is_file():
+        raise BookError(f"embeddings {embeddings!r} is not a file; give a GloVe-format vectors file or ''")
     if data_root and not Path(data_root).is_dir():
         raise BookError(f"data_root {data_root!r} is not a folder; give an existing folder or '' for the default")
     ch = Chapter(chapter, dataset, arch, n_models, ep, seed, scale, data_root or None, sizes,
-                 runs or default_runs(), device)
+                 runs or default_runs(), device, arch_given, embeddings or None)
     ch.config()  # the architecture fits the data, the sizes exist, ... or one message now
     return ch
 
 
 # --- the driver: python -m agreebook book ----------------------------------------------------------
-PARAMETERS = ("dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root")
+PARAMETERS = ("dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root", "embeddings")
 BOOK = Path(__file__).resolve().parent.parent / "book"
 CHAPTERS = tuple(range(1, 8))
 # Executed copies of a chapter on another dataset, shown in the book beside the chapter.
-VARIANTS = {3: {"chapter3_fashion_mnist": {"dataset": "fashion_mnist"}}}
+VARIANTS = {3: {"chapter3_fashion_mnist": {"dataset": "fashion_mnist"},
+                "chapter3_stackoverflow_titles": {"dataset": "stackoverflow_titles", "arch": "bilstm_attention"}}}
 
 
 def collapse_injected_parameters(path):

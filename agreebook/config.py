@@ -7,11 +7,12 @@ Overrides are plain keyword values, type-checked; unknown keys are errors.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
-from .data import DATASETS, DatasetError
-from .models import ACTIVATIONS, get_arch
+from .data import DATASETS, TEXT_DATASETS, DatasetError
+from .models import ACTIVATIONS, ARCHS, get_arch
 
 OPTIMIZERS = ("sgd", "adam", "adadelta", "rmsprop")
 PROTOCOLS = ("trajectory", "retrain")
@@ -46,6 +47,7 @@ class TrainConfig:
     n_partitions: int = 1  # split the (subset) training set into this many disjoint parts (§3.3)
     partition: int = 0  # ... and train on this one
     ood: Tuple[str, ...] = ()  # out-of-sample inputs also predicted (§3.4): "noise" or dataset names
+    embeddings: Optional[str] = None  # text: a GloVe-format vectors file for the first layer
 
     def replace(self, **overrides):
         return dataclasses.replace(self, **check_overrides(overrides))
@@ -92,10 +94,26 @@ class TrainConfig:
             raise ConfigError(f"dropout must be in [0, 1); got {r.dropout}")
         if not arch.configurable and (r.activation is not None or r.dropout is not None):
             raise ConfigError(f"{r.arch} takes no activation / dropout overrides")
+        text = self.dataset in TEXT_DATASETS
+        if text != (arch.modality == "text"):
+            fits = [a for a, v in ARCHS.items() if (v.modality == "text") == text]
+            raise ConfigError(f"{r.arch} takes {'text' if arch.modality == 'text' else 'images'}, and {self.dataset} is "
+                              f"{'text' if text else 'images'}; use one of: {', '.join(fits)}")
+        if r.embeddings is not None:
+            if not text:
+                raise ConfigError("embeddings (a word-vectors file) apply to text datasets only")
+            if not Path(r.embeddings).is_file():
+                raise ConfigError(f"embeddings file {r.embeddings!r} does not exist; give a GloVe-format "
+                                  "text file (a word, then its numbers, per line) or leave it unset")
         return self
 
     def to_dict(self):
         d = dataclasses.asdict(self)
+        # settings added after records existed are left out at their defaults, so those
+        # records keep their identity (run folders and the resume check compare these dicts)
+        for key in _LATER_FIELDS:
+            if d[key] is None:
+                del d[key]
         d["epochs"] = list(self.epochs)
         d["ood"] = list(self.ood)
         return d
@@ -106,6 +124,7 @@ class TrainConfig:
 
 
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
+_LATER_FIELDS = ("embeddings",)
 
 
 def check_overrides(overrides):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,12 @@ class Dataset:
     source: str = ""
     subset: dict = field(default_factory=dict)  # which examples of the named set these are
     ood: dict = field(default_factory=dict)  # {"ood_<name>": (n, H, W, C) uint8}: unlabelled inputs
+    vocabulary: list = field(default_factory=list)  # text sets: word of token id i + 2 (0 pad, 1 unknown)
+
+    @property
+    def is_text(self):
+        """Text sets hold int32 token ids (N, max_len), 0-padded, instead of images."""
+        return self.x_train.ndim == 2
 
     @property
     def n_classes(self):
@@ -236,12 +243,62 @@ def _gabor(seed=0, n_train_per_class=500, n_test_per_class=100, **_):
     return Dataset("gabor", xtr, ytr, xte, yte, classes, source=f"synthetic Gabor patches, seed {seed}")
 
 
+# --- text (paper §3, Fig 4a): Stack Overflow questions, one tag each -----------------------------
+TEXT_FILES = {  # name -> (file under the data root, tokens kept per example, what it is)
+    "stackoverflow": ("stack-overflow-data.csv", 256, "the paper's 40K Stack Overflow posts, 20 tags"),
+    "stackoverflow_titles": ("stackoverflow_titles_20k.csv", 32, "20K Stack Overflow titles, 20 tags x 1000"),
+}
+TEXT_DATASETS = tuple(TEXT_FILES)
+_WORD = re.compile(r"[a-z0-9#+]+")
+
+
+def tokenize(text):
+    """Lower-cased runs of letters, digits, '#' and '+' (so c#, c++ stay words)."""
+    return _WORD.findall(str(text).lower())
+
+
+def _text(name, root, min_count=2, max_words=20000, **_):
+    """A CSV with columns ``post`` and ``tags`` (one tag per row) under the data root.
+
+    Fixed split: 20% test, stratified by tag, random_state=0.  The vocabulary is the training
+    split's words seen at least ``min_count`` times (at most ``max_words``, most frequent
+    first, ties alphabetical); ids are 2.. in that order, 1 an unknown word, 0 padding.
+    """
+    from collections import Counter
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+    file, max_len, what = TEXT_FILES[name]
+    path = Path(root) / file
+    if not path.exists():
+        raise DatasetError(f"dataset {name!r} ({what}) is not under {root}: put {file} (columns post, tags) "
+                           f"at {path}. Set the root with data_root=... or AGREEBOOK_DATA.")
+    df = pd.read_csv(path)
+    if not {"post", "tags"} <= set(df.columns):
+        raise DatasetError(f"{path} needs columns post and tags; it has {list(df.columns)}")
+    classes = sorted(df["tags"].astype(str).unique())
+    y = np.array([classes.index(t) for t in df["tags"].astype(str)], np.int64)
+    words = [tokenize(t) for t in df["post"]]
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    tr, te = np.sort(tr), np.sort(te)
+    counts = Counter(w for i in tr for w in words[i])
+    vocab = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))[:max_words]
+    ids = {w: i + 2 for i, w in enumerate(vocab)}
+    x = np.zeros((len(y), max_len), np.int32)
+    for i, ws in enumerate(words):
+        row = [ids.get(w, 1) for w in ws[:max_len]]
+        x[i, :len(row)] = row
+    return Dataset(name, x[tr], y[tr], x[te], y[te], classes, source=f"{path} ({what}), fixed 80/20 split",
+                   vocabulary=vocab)
+
+
 def _registry():
     reg = {"digits": _digits, "gaussian": _gaussian, "gabor": _gabor, "cats_vs_dogs": _cats_vs_dogs}
     for name in _TORCHVISION:
         reg[name] = lambda root, download, _n=name, **_: _load_torchvision(_n, root, download)
     for name in CIFAR100_SUPERCLASSES:
         reg[name] = lambda root, download, _n=name, **_: _superclass(_n, root, download)
+    for name in TEXT_FILES:
+        reg[name] = lambda root, _n=name, **_: _text(_n, root)
     return reg
 
 
@@ -300,7 +357,8 @@ def partitions(n_examples, k, seed):
 def take(ds, train_idx=None, test_idx=None):
     """The dataset restricted to the given train / test indices; the indices go to ``subset``."""
     sub = dict(ds.subset)
-    out = Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.classes, ds.source, sub)
+    out = Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.classes, ds.source, sub,
+                  vocabulary=ds.vocabulary)
     if train_idx is not None:
         out.x_train, out.y_train = ds.x_train[train_idx], ds.y_train[train_idx]
         sub["train_indices"] = np.asarray(train_idx).tolist()
@@ -325,8 +383,18 @@ def out_of_sample(name, like, n, root=None, download=True, seed=0):
     name takes n of its test images (seeded) and converts them to ``like``'s size and
     channels (area-averaged down, bilinear up; grey repeated to RGB, RGB averaged to grey).
     """
-    h, w, c = like.shape[1:]
     rng = np.random.default_rng(seed)
+    if like.ndim == 2:  # text: token ids
+        if name != "noise":
+            raise DatasetError(f"out-of-sample inputs for text are 'noise' only; got {name!r}")
+        # random known words, with the lengths of the training examples
+        lengths = (like > 0).sum(1)
+        x = np.zeros((n, like.shape[1]), like.dtype)
+        vocab_max = max(int(like.max()), 2)
+        for i, k in enumerate(rng.choice(lengths, n)):
+            x[i, :k] = rng.integers(2, vocab_max + 1, k)
+        return x
+    h, w, c = like.shape[1:]
     if name == "noise":
         mean, sd = like.reshape(-1, c).mean(0), like.reshape(-1, c).std(0)
         return np.clip(np.rint(rng.normal(mean, sd, size=(n, h, w, c))), 0, 255).astype(np.uint8)

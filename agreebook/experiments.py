@@ -4,33 +4,47 @@ Tables are pandas DataFrames (they render as HTML in the book); everything else 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import metrics as M
 from .report import summarize
 
 
-def epoch_table(record, split):
+def epoch_table(record, split, by_class=False):
     """Per recorded epoch: accuracy (mean, sd over models), mean TP-agreement, bimodality of
-    TP-agreement against its null with the p-value, mean Agreement against its null."""
+    TP-agreement against its null with the p-value, mean Agreement against its null; with
+    ``by_class`` also the bimodality and p-value under the null that keeps each model's
+    accuracy on every class (metrics.null_tp_agreement_by_class)."""
     import pandas as pd
     s = summarize(record, splits=(split,))[split]
+    extra = {"class-null bimodality": s["class_null_bimodality"], "class-null p": s["class_p_value"]} \
+        if by_class else {}
     return pd.DataFrame({
         "epoch": s["epochs"], "accuracy": s["accuracy_mean"], "accuracy sd": s["accuracy_sd"],
         "mean TPa": s["tp_agreement_mean"], "bimodality": s["bimodality"],
         "null bimodality": s["null_bimodality"], "p": s["p_value"],
-        "Agreement": s["agreement"], "null Agreement": s["null_agreement"],
+        "Agreement": s["agreement"], "null Agreement": s["null_agreement"], **extra,
     }).set_index("epoch")
 
 
-def bimodality_verdict(record, split, alpha=0.01):
-    """One sentence, from the data, on whether TP-agreement is more bimodal than the null."""
+def bimodality_verdict(record, split, alpha=0.01, null="accuracy"):
+    """One sentence, from the data, on whether TP-agreement is more bimodal than the null.
+
+    null: "accuracy" (independent classifiers at each model's accuracy, the paper's) or
+    "class" (at each model's accuracy on every class)."""
+    if null not in ("accuracy", "class"):
+        raise ValueError(f"null must be 'accuracy' or 'class'; got {null!r}")
     s = summarize(record, splits=(split,))[split]
+    if null == "class":
+        s = {**s, "null_bimodality": s["class_null_bimodality"], "p_value": s["class_p_value"]}
     ep = s["epochs"]
     sig = [e for e, p, b, q in zip(ep, s["p_value"], s["bimodality"], s["null_bimodality"])
            if p is not None and p < alpha and b < q]
     rest = [e for e in ep if e not in sig]
-    head = (f"{split}: the observed TP-agreement is more bimodal than the null (p < {alpha}) at "
+    name = "the null" if null == "accuracy" else "the class-matched null"
+    head = (f"{split}: the observed TP-agreement is more bimodal than {name} (p < {alpha}) at "
             f"{len(sig)} of {len(ep)} recorded epochs")
     if not rest:
         return head + ": every epoch."
@@ -193,3 +207,204 @@ def null_record(record, seed=0):
         labels[split] = y
     meta = {**record.meta, "arch": f"independent null of {record.meta.get('arch', '?')}"}
     return Record(preds, labels, record.epochs, meta=meta)
+
+
+def minimum_bimodality_table(results, splits=("train", "test"), alpha=0.01):
+    """§5: each collection's most bimodal epoch against the null, per split.
+
+    results: [(label, record)].  Per split: the accuracy at the last epoch, the minimum over
+    recorded epochs of the observed bimodality, the null's bimodality at that epoch (and the
+    class-matched null's), and the number of epochs at which the observed bimodality is
+    significantly below each null.
+    The paper's Table 1 puts random labels at 1.07 (train) / 1.35 (test) and natural data
+    with st-VGG at 0.06-0.22.
+    """
+    import pandas as pd
+    rows = []
+    for label, rec in results:
+        s = summarize(rec, splits=splits)
+        row = {"collection": label, "dataset": rec.meta.get("dataset"), "arch": rec.meta.get("arch"),
+               "N": rec.n_models}
+        for split in splits:
+            b, q, p, qc, pc = (np.array([np.nan if v is None else v for v in s[split][k]], float)
+                               for k in ("bimodality", "null_bimodality", "p_value",
+                                         "class_null_bimodality", "class_p_value"))
+            i = int(np.nanargmin(b)) if np.isfinite(b).any() else 0
+            row[f"{split} accuracy"] = s[split]["accuracy_mean"][-1]
+            row[f"{split} min bimodality"] = b[i]
+            row[f"{split} null there"] = q[i]
+            row[f"{split} class-null there"] = qc[i]
+            row[f"{split} epochs p<{alpha:g}"] = f"{int(np.sum((p < alpha) & (b < q)))}/{len(p)}"
+            row[f"{split} epochs p<{alpha:g} (class null)"] = f"{int(np.sum((pc < alpha) & (b < qc)))}/{len(p)}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("collection")
+
+
+def record_images(record, split, data_root=None):
+    """The images a record's ``split`` predictions are about, (n_examples, H, W, C) uint8.
+
+    Rebuilt from the record's configuration (subsets, partitions as trained) and checked
+    against its data fingerprint, so the images cannot silently belong to other data.
+    """
+    from .config import TrainConfig
+    from .record import RecordError
+    from .train import prepare_dataset
+    cfg = record.meta.get("config")
+    if not cfg:
+        raise RecordError("this record has no training configuration (built from arrays?): "
+                          "its images cannot be rebuilt; index your own images with its example order")
+    ds = prepare_dataset(TrainConfig.from_dict({**cfg, "ood": []}), data_root)
+    if record.meta.get("data_fingerprint") not in (None, ds.fingerprint()):
+        raise RecordError(f"the {cfg['dataset']} data under this data root differ from the data the record "
+                          "was trained on (fingerprint); point data_root at the original data")
+    if split.startswith("ood_"):
+        raise RecordError("out-of-sample inputs are not stored; rebuild them with data.out_of_sample")
+    return {"train": ds.x_train, "test": ds.x_test}[split]
+
+
+def learning_order(record, split):
+    """Example indices from the first learned to the last: (n_examples,).
+
+    By accessibility (descending), ties broken by the mean learning epoch over the models that
+    end right on the example (ascending), then by how many models never learn it, then by index.
+    """
+    preds, labels = record.predictions[split], record.labels[split]
+    acc = M.accessibility(M.tp_agreement(preds, labels))
+    le = M.learning_epoch(preds, labels, record.epochs)
+    never = np.isnan(le).sum(0)
+    with warnings.catch_warnings():  # examples no model ends right on: mean of nothing
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_le = np.nanmean(le, axis=0)
+    mean_le = np.where(np.isnan(mean_le), np.inf, mean_le)
+    return np.lexsort((np.arange(len(acc)), never, mean_le, -acc))
+
+
+def first_and_last(record, split, per_class=3, classes=None):
+    """Per class, the ``per_class`` examples learned first and last (paper Fig 1).
+
+    Returns {class: (first indices, last indices)}, each ordered from the extreme inwards.
+    """
+    order = learning_order(record, split)
+    labels = record.labels[split][order]
+    out = {}
+    for c in range(record.n_classes) if classes is None else classes:
+        idx = order[labels == c]
+        out[c] = (idx[:per_class], idx[::-1][:per_class])
+    return out
+
+
+def induced_confusion(record, split, epoch_index=-1, threshold=0.5):
+    """§7 (Fig 29): where the collection sends the examples it has not learned.
+
+    For each true class: how many examples have TP-agreement below ``threshold`` at the
+    epoch, and the label the collection predicts most often for them (the mode over models
+    and examples of the wrong predictions) with its share.  A DataFrame, one row per class.
+    """
+    import pandas as pd
+    preds, labels = record.predictions[split][:, epoch_index], record.labels[split]
+    tpa = (preds == labels).mean(0)
+    classes = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
+    rows = []
+    for c in range(record.n_classes):
+        hard = (labels == c) & (tpa < threshold)
+        wrong = preds[:, hard][preds[:, hard] != c]
+        counts = np.bincount(wrong, minlength=record.n_classes) if wrong.size else np.zeros(record.n_classes, int)
+        top = int(np.argmax(counts))
+        rows.append({"class": classes[c], "examples": int((labels == c).sum()),
+                     f"TPa < {threshold:g}": int(hard.sum()),
+                     "most predicted instead": classes[top] if wrong.size else "-",
+                     "share of their wrong predictions": counts[top] / wrong.size if wrong.size else np.nan})
+    return pd.DataFrame(rows).set_index("class")
+
+
+def largest_rise_share(record, split, low=0.2, high=0.8):
+    """§7 (Fig 30): how abruptly examples are learned.
+
+    For the examples whose TP-agreement starts at most ``low`` (first recorded epoch) and ends
+    at least ``high`` (last), the share of their total rise taken in their single largest step
+    between consecutive recorded epochs: 1 means all models learned it between the same two
+    epochs.  Returns the shares, (n_selected_examples,).
+    """
+    tpa = record.tp_agreement(split)
+    rise = tpa[-1] - tpa[0]
+    keep = (tpa[0] <= low) & (tpa[-1] >= high)
+    if tpa.shape[0] < 2 or not keep.any():
+        return np.zeros(0)
+    return np.diff(tpa[:, keep], axis=0).max(0) / rise[keep]
+
+
+def adaboost_stages(x_train, y_train, x_test, y_test, n_learners=100, seed=0, alpha=1.0):
+    """§6: multi-class AdaBoost (SAMME) with linear weak learners, correctness after every stage.
+
+    x_*: (n, ...) arrays of pixels or features, flattened and standardised on the training set
+    (so a user's own feature extractor plugs in here).  The weak learner is scikit-learn's
+    least-squares linear classifier (RidgeClassifier, penalty ``alpha``), which takes sample
+    weights.  Returns ``correct`` (n_learners, n_test) bool, ``accuracy`` (n_learners,) and
+    ``n_fitted``: boosting stops early when a learner fits the weighted training set perfectly
+    (few examples, many features); the ensemble then no longer changes, so its last stage is
+    repeated up to n_learners.
+    """
+    from sklearn.ensemble import AdaBoostClassifier
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+    a = np.asarray(x_train, np.float64).reshape(len(x_train), -1)
+    b = np.asarray(x_test, np.float64).reshape(len(x_test), -1)
+    scaler = StandardScaler().fit(a)
+    boost = AdaBoostClassifier(estimator=RidgeClassifier(alpha=alpha), n_estimators=n_learners, random_state=seed)
+    boost.fit(scaler.transform(a), y_train)
+    correct = np.stack([p == y_test for p in boost.staged_predict(scaler.transform(b))])
+    n_fitted = len(correct)
+    correct = np.concatenate([correct, np.repeat(correct[-1:], n_learners - n_fitted, axis=0)])
+    return {"correct": correct, "accuracy": correct.mean(1), "n_fitted": n_fitted}
+
+
+def adaboost_accessibility(correct):
+    """AdaBoost's accessibility: each test example's correctness averaged over the stages."""
+    return np.asarray(correct, float).mean(0)
+
+
+def half_split_correlation(record, split="test"):
+    """Accessibility r (and p) between the even- and the odd-numbered members of one collection:
+    the reference for how well two collections of the same learner agree."""
+    if record.n_models < 2:
+        raise ValueError(f"a half-split needs at least 2 models; the record has {record.n_models}")
+    preds, labels = record.predictions[split], record.labels[split]
+    a = M.accessibility(M.tp_agreement(preds[0::2], labels))
+    b = M.accessibility(M.tp_agreement(preds[1::2], labels))
+    return M.accessibility_correlation(a, b)
+
+
+def matched_accuracy_table(record_a, record_b, split="test", label_a="A", label_b="B", tolerance=0.01):
+    """§4.1 (Fig 8a, 9b): metrics.matched_accuracy_comparison of two records as a table, one
+    row per matched pair of epochs: each ensemble's epoch and accuracy, and the numbers of
+    examples correct for both, only one, or neither.  A row whose weaker ensemble is at its
+    last epoch while the stronger one is past its accuracy is marked ``past weaker's end``."""
+    import pandas as pd
+    labels = record_a.labels[split]
+    if not np.array_equal(labels, record_b.labels[split]):
+        raise ValueError(f"the two records' {split} labels differ: compare collections on the same examples")
+    res = M.matched_accuracy_comparison(record_a.predictions[split], record_b.predictions[split], labels, tolerance)
+    ea, eb = record_a.epochs[res["epoch_index_a"]], record_b.epochs[res["epoch_index_b"]]
+    past = np.abs(res["accuracy_a"] - res["accuracy_b"]) > tolerance
+    return pd.DataFrame({
+        f"epoch {label_a}": ea, f"accuracy {label_a}": res["accuracy_a"],
+        f"epoch {label_b}": eb, f"accuracy {label_b}": res["accuracy_b"],
+        "both": res["both"], f"only {label_a}": res["only_a"], f"only {label_b}": res["only_b"],
+        "neither": res["neither"], "past weaker's end": past,
+    })
+
+
+def bimodality_over_training(results, split="test"):
+    """§4.2 (Fig 9a): observed and null bimodality per recorded epoch for several collections.
+
+    results: [(label, record)].  A long table: collection, epoch, accuracy, bimodality, null, p.
+    """
+    import pandas as pd
+    rows = []
+    for label, rec in results:
+        s = summarize(rec, splits=(split,))[split]
+        for i, e in enumerate(s["epochs"]):
+            rows.append({"collection": label, "epoch": e, "accuracy": s["accuracy_mean"][i],
+                         "bimodality": s["bimodality"][i], "null bimodality": s["null_bimodality"][i],
+                         "p": s["p_value"][i]})
+    return pd.DataFrame(rows)

@@ -28,6 +28,7 @@ class Arch:
     description: str = ""
     configurable: bool = True  # takes activation / dropout overrides
     activation: str = "relu"  # its default activation
+    modality: str = "image"  # "image": (C, H, W) inputs; "text": token ids (vocab_size, max_len, emb_dim)
 
 
 def _act(name):
@@ -91,6 +92,40 @@ def _fc(in_shape, n_classes, activation=None, dropout=None):
                          nn.Linear(512, 512), _act(act), nn.Dropout(d), nn.Linear(512, n_classes))
 
 
+class BiLSTMAttention(nn.Module):
+    """Word embeddings, a bidirectional LSTM, additive attention over its outputs (padding
+    masked), and a linear classifier: the paper's text model (§3, Fig 4a)."""
+
+    def __init__(self, vocab_size, emb_dim, n_classes, hidden=64, dropout=0.25):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
+        self.drop = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(emb_dim, hidden, batch_first=True, bidirectional=True)
+        self.score = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False))
+        self.out = nn.Linear(2 * hidden, n_classes)
+
+    def features(self, tokens):
+        """The attention-pooled LSTM state: (batch, 2 * hidden)."""
+        tokens = tokens.long()
+        # packed, so the backward direction starts at each row's last word, not at its padding
+        lengths = (tokens != 0).sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.drop(self.embedding(tokens)), lengths,
+                                                   batch_first=True, enforce_sorted=False)
+        h, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                                total_length=tokens.shape[1])
+        w = self.score(h).squeeze(-1).masked_fill(tokens == 0, float("-inf"))
+        w = torch.nan_to_num(w.softmax(1))  # an all-padding row gets zero weights, not NaN
+        return (w.unsqueeze(-1) * h).sum(1)
+
+    def forward(self, tokens):
+        return self.out(self.drop(self.features(tokens)))
+
+
+def _bilstm_attention(in_shape, n_classes, activation=None, dropout=None):
+    vocab_size, _, emb_dim = in_shape
+    return BiLSTMAttention(vocab_size, emb_dim, n_classes, dropout=0.25 if dropout is None else dropout)
+
+
 def _torchvision(name):
     def build(in_shape, n_classes, activation=None, dropout=None):
         import torchvision.models as tvm
@@ -140,6 +175,9 @@ ARCHS = {a.name: a for a in [
          min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),
     Arch("fc", _fc, {**_SGD_STEP, "lr": 0.04, "lr_decay": 1.0},
          description="fully connected: two hidden layers of 512, ReLU"),
+    Arch("bilstm_attention", _bilstm_attention, {**_SGD_STEP, "optimizer": "adam", "lr": 0.001, "lr_decay": 1.0},
+         description="BiLSTM (64 per direction) with attention over word embeddings (100-d, or GloVe's)",
+         configurable=False, modality="text"),
     *[Arch(n, _torchvision(n), _TV, min_size=64 if n == "alexnet" else 32,
            description=f"torchvision {n}, adapted to the input size and classes", configurable=False)
       for n in ("vgg19", "resnet18", "resnet50", "alexnet", "densenet121")],
@@ -158,6 +196,8 @@ def build_model(name, in_shape, n_classes, activation=None, dropout=None):
     if not arch.configurable and (activation is not None or dropout is not None):
         raise ArchError(f"{name} takes no activation / dropout overrides; only "
                         f"{', '.join(a for a in ARCHS if ARCHS[a].configurable)} do")
+    if arch.modality == "text":
+        return arch.build(in_shape, n_classes, activation=activation, dropout=dropout)
     size = max(arch.min_size, *in_shape[1:])
     return arch.build((in_shape[0], size, size) if size != in_shape[1] or size != in_shape[2] else in_shape,
                       n_classes, activation=activation, dropout=dropout)
@@ -166,6 +206,9 @@ def build_model(name, in_shape, n_classes, activation=None, dropout=None):
 def input_size(name, in_shape):
     """Spatial size the architecture is fed for images of ``in_shape`` (C, H, W)."""
     return max(get_arch(name).min_size, *in_shape[1:])
+
+
+TEXT_EMBEDDING_DIM = 100  # learned from scratch unless a vectors file gives its own width
 
 
 def count_parameters(model):

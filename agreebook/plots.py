@@ -224,3 +224,184 @@ def accessibility_and_learning_epoch(record, split, scale=None):
     fig.suptitle(f"Accessibility and learning epoch - {caption(record, split, scale)}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def dataset_samples(ds, per_class=6, max_classes=12, title=None):
+    """A grid of training images, one row per class (Fig 12): what a dataset looks like."""
+    plt = _plt()
+    classes = list(range(min(ds.n_classes, max_classes)))
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(0.9 * per_class + 1.2, 0.9 * len(classes)),
+                             squeeze=False)
+    for row, c in zip(axes, classes):
+        idx = np.flatnonzero(ds.y_train == c)[:per_class]
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(idx):
+                _show(ax, ds.x_train[idx[j]])
+        row[0].set_ylabel(str(ds.classes[c]), rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title or f"{ds.name}: {len(ds.y_train)} training images, {ds.n_classes} classes", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax, img):
+    """An (H, W, C) uint8 image: grey when C is 1, RGB when C is 3."""
+    if img.shape[2] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(img)
+
+
+def first_and_last_learned(record, split, images, per_class=3, classes=None, scale=None):
+    """Fig 1: per class, the images the collection learns first (left) and last (right).
+
+    images: (n_examples, H, W, C) uint8 of the split (experiments.record_images).  Each image
+    is titled with its accessibility.
+    """
+    from .experiments import first_and_last
+    plt = _plt()
+    picks = first_and_last(record, split, per_class, classes)
+    acc = M.accessibility(record.tp_agreement(split))
+    names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
+    cols = 2 * per_class + 1
+    fig, axes = plt.subplots(len(picks), cols, figsize=(0.95 * cols + 0.8, 1.05 * len(picks) + 0.5),
+                             squeeze=False)
+    for row, (c, (first, last)) in zip(axes, picks.items()):
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == per_class:
+                ax.axis("off")
+                continue
+            k = j if j < per_class else j - per_class - 1
+            group = first if j < per_class else last
+            if k < len(group):
+                _show(ax, images[group[k]])
+                ax.set_title(f"{acc[group[k]]:.2f}", fontsize=7, pad=2)
+        row[0].set_ylabel(str(names[c]), rotation=0, ha="right", va="center", fontsize=8)
+    axes[0, per_class // 2].annotate("learned first", (0.5, 1.45), xycoords="axes fraction", ha="center",
+                                     fontsize=9)
+    axes[0, per_class + 1 + per_class // 2].annotate("learned last", (0.5, 1.45), xycoords="axes fraction",
+                                                     ha="center", fontsize=9)
+    fig.suptitle(f"First and last learned, by accessibility - {caption(record, split, scale)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def tp_agreement_by_predicted_label(record, split, classes=None, epoch_index=-1, scale=None):
+    """Fig 29: for the examples of each true class, TP-agreement histograms stacked by each
+    example's most frequent predicted label at the epoch (the mode over the models)."""
+    plt = _plt()
+    preds, labels = record.predictions[split][:, epoch_index], record.labels[split]
+    n = record.n_models
+    tpa = (preds == labels).mean(0)
+    _, top = M.mode(preds, return_label=True)
+    names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
+    classes = list(range(min(record.n_classes, 10))) if classes is None else list(classes)
+    cmap = plt.get_cmap("tab10" if record.n_classes <= 10 else "tab20")
+    cols = min(len(classes), 5)
+    rows = -(-len(classes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.3 * rows), squeeze=False)
+    bins = np.arange(n + 2) / n - 0.5 / n
+    for ax, c in zip(axes.flat, classes):
+        mine = labels == c
+        stacks = [tpa[mine & (top == k)] for k in range(record.n_classes)]
+        used = [k for k in range(record.n_classes) if len(stacks[k])]
+        ax.hist([stacks[k] for k in used], bins=bins, stacked=True,
+                color=[cmap(k % cmap.N) for k in used], label=[str(names[k]) for k in used])
+        ax.set_title(f"true class {names[c]}", fontsize=8)
+        ax.set_xlabel("TP-agreement", fontsize=8)
+        ax.legend(fontsize=6, title="most predicted", title_fontsize=6)
+    for ax in axes.flat[len(classes):]:
+        ax.axis("off")
+    fig.suptitle(f"TP-agreement at epoch {record.epochs[epoch_index]}, coloured by the most predicted label"
+                 f" - {caption(record, split, scale)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def tp_agreement_dynamics(record, split, n_examples=12, seed=0, scale=None):
+    """Fig 30: TP-agreement of single examples over the recorded epochs, for examples drawn
+    evenly across accessibility (seeded), coloured by their accessibility."""
+    plt = _plt()
+    tpa = record.tp_agreement(split)
+    acc = M.accessibility(tpa)
+    order = np.argsort(acc, kind="stable")
+    rng = np.random.default_rng(seed)
+    # one example from each of n_examples equal slices of the accessibility order
+    slices = np.array_split(order, n_examples)
+    picks = [int(rng.choice(s)) for s in slices if len(s)]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    cmap = plt.get_cmap("viridis")
+    for i in picks:
+        ax.plot(range(record.n_epochs), tpa[:, i], "o-", ms=3, lw=1, color=cmap(acc[i]))
+    ax.set_xticks(range(record.n_epochs), [str(e) for e in record.epochs])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("TP-agreement")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+    fig.colorbar(sm, ax=ax, label="accessibility")
+    ax.set_title(f"TP-agreement of {len(picks)} examples over training - {caption(record, split, scale)}",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_stage(curves, title):
+    """Fig 31: test accuracy against the number of boosting stages, one line per curve.
+
+    curves: {label: (n_stages,) accuracies}."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for label, acc in curves.items():
+        ax.plot(np.arange(1, len(acc) + 1), acc, label=label)
+    ax.set_xlabel("weak learners")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def matched_accuracy(table, label_a, label_b, title):
+    """Fig 8a: examples correct for both, only A, only B, at matched ensemble accuracy.
+
+    table: experiments.matched_accuracy_table.  x is the stronger ensemble's accuracy; pairs
+    past the weaker one's last epoch are marked with a dashed line."""
+    plt = _plt()
+    acc_a, acc_b = table[f"accuracy {label_a}"].to_numpy(), table[f"accuracy {label_b}"].to_numpy()
+    x = np.maximum(acc_a, acc_b)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    n = (table["both"] + table[f"only {label_a}"] + table[f"only {label_b}"] + table["neither"]).to_numpy()
+    for key, style in (("both", "o-"), (f"only {label_a}", "s-"), (f"only {label_b}", "^-")):
+        ax.plot(x, table[key].to_numpy() / n, style, ms=3.5, lw=1, label=f"correct for {key}")
+    past = table["past weaker's end"].to_numpy()
+    if past.any():
+        ax.axvline(x[past].min(), color="tab:gray", ls="--", lw=0.8)
+        ax.annotate("weaker one at its end", (x[past].min(), 0.5), rotation=90, fontsize=7, ha="right",
+                    color="tab:gray")
+    ax.set_xlabel("ensemble accuracy (the stronger collection)")
+    ax.set_ylabel("fraction of examples")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def bimodality_over_training(table, title):
+    """Fig 9a: observed (solid) and null (dotted) bimodality per epoch, one colour per collection.
+
+    table: experiments.bimodality_over_training."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for k, (label, rows) in enumerate(table.groupby("collection", sort=False)):
+        color = f"C{k}"
+        ax.plot(rows["epoch"], rows["bimodality"], "o-", color=color, ms=3, label=f"{label}")
+        ax.plot(rows["epoch"], rows["null bimodality"], ":", color=color, label=f"{label}: null")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("bimodality (lower = more bimodal)")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -11,8 +11,9 @@ One training loop (``_train_member``) does the work; around it:
   cost more than the epoch.
 * on a CPU, convolutional jobs run in worker processes with one thread each (or all cores
   for a single job): small conv nets scale across processes far better than across intra-op
-  threads, and run channels_last.  Nets without convolutions are matmuls that already use
-  every core, so they train in-process, where no worker start-up is paid (benchmarks/).
+  threads, and run channels_last.  Recurrent nets (chains of small matmuls) run one thread
+  per worker too.  Other nets without convolutions are matmuls that already use every core,
+  so they train in-process, where no worker start-up is paid (benchmarks/).
   On CUDA, members train one after another on the device (training them together with
   torch.func.vmap is not built yet).
 """
@@ -33,7 +34,7 @@ from . import __version__
 from .config import ConfigError, TrainConfig, config_diff
 from .data import load_dataset, out_of_sample, partitions, random_labels, stratified_subset, take
 from .io import atomic_torch_save, atomic_write_json
-from .models import build_model, count_parameters, get_arch, input_size
+from .models import TEXT_EMBEDDING_DIM, build_model, count_parameters, get_arch, input_size
 from .record import Record, RecordError
 
 EVAL_BATCH = 1000
@@ -114,10 +115,48 @@ def _tensors(x, mean, std, size):
     return t.contiguous()
 
 
-class _Data:
-    """The split tensors in NHWC: a row gather then a permute gives channels_last batches."""
+def load_vectors(path, vocabulary):
+    """A GloVe-format file (``word v1 v2 ...`` per line) as an embedding matrix for token ids:
+    (len(vocabulary) + 2, dim) float32; rows of words it lacks (and padding, unknown) stay 0.
+    Returns (matrix, number of vocabulary words found)."""
+    index = {w: i + 2 for i, w in enumerate(vocabulary)}
+    rows, dim = {}, None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            word, *vals = line.rstrip().split(" ")
+            if word in index and vals:
+                if dim is None:
+                    dim = len(vals)
+                if len(vals) == dim:
+                    rows[index[word]] = np.asarray(vals, np.float32)
+    if dim is None:
+        raise ConfigError(f"{path} holds no vector for any of the {len(vocabulary)} vocabulary words; "
+                          "is it a GloVe-format text file?")
+    matrix = np.zeros((len(vocabulary) + 2, dim), np.float32)
+    for i, v in rows.items():
+        matrix[i] = v
+    return matrix, len(rows)
 
-    def __init__(self, ds, arch, device):
+
+class _Data:
+    """The split tensors in NHWC: a row gather then a permute gives channels_last batches.
+    Text sets stay token ids (N, max_len)."""
+
+    def __init__(self, ds, arch, device, embeddings=None):
+        self.vectors = None
+        if ds.is_text:
+            self.x = {"train": torch.from_numpy(ds.x_train).to(device), "test": torch.from_numpy(ds.x_test).to(device)}
+            self.y = {"train": torch.from_numpy(ds.y_train).to(device), "test": torch.from_numpy(ds.y_test).to(device)}
+            for split, x in ds.ood.items():
+                self.x[split] = torch.from_numpy(x).to(device)
+                self.y[split] = torch.full((len(x),), -1, dtype=torch.int64, device=device)
+            dim = TEXT_EMBEDDING_DIM
+            if embeddings:
+                matrix, _ = load_vectors(embeddings, ds.vocabulary)
+                self.vectors, dim = torch.from_numpy(matrix), matrix.shape[1]
+            self.in_shape = (len(ds.vocabulary) + 2, ds.x_train.shape[1], dim)
+            self.n_classes = ds.n_classes
+            return
         size = input_size(arch, (ds.x_train.shape[3], *ds.x_train.shape[1:3]))
         x = torch.from_numpy(ds.x_train).float().div_(255)
         mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2)).clamp_min(1e-6)
@@ -132,7 +171,7 @@ class _Data:
 
     @staticmethod
     def nchw(xb):
-        return xb.permute(0, 3, 1, 2)
+        return xb.permute(0, 3, 1, 2) if xb.dim() == 4 else xb
 
 
 def _optimizer(cfg, params):
@@ -171,10 +210,18 @@ def _uses_conv(model):
     return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
-def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, checkpoint_every_s=0.0):
-    """Train one job to its end, checkpointing as it goes; returns its predictions."""
+def _recurrent(model):
+    return any(isinstance(m, torch.nn.RNNBase) for m in model.modules())
+
+
+def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, checkpoint_every_s=0.0, keep=None):
+    """Train one job to its end, checkpointing as it goes; returns its predictions (and puts
+    the trained model in ``keep["model"]`` when a dict is given)."""
     torch.manual_seed(job.seed)  # init and dropout
     model = build_model(cfg.arch, data.in_shape, data.n_classes, cfg.activation, cfg.dropout).to(device)
+    if data.vectors is not None:
+        with torch.no_grad():
+            model.embedding.weight.copy_(data.vectors)
     if _uses_conv(model):
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(cfg, model.parameters())
@@ -214,6 +261,8 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
                                           "order": order.get_state(), "out": out})
             saved_at = time.perf_counter()
         on_epoch()
+    if keep is not None:
+        keep["model"] = model
     return out
 
 
@@ -226,7 +275,7 @@ def worker_main(out, worker, workers, threads, data_root, download, checkpoint_e
     import json
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(json.loads((Path(out) / "config.json").read_text())["config"])
-    data = _Data(prepare_dataset(cfg, data_root, download), cfg.arch, "cpu")
+    data = _Data(prepare_dataset(cfg, data_root, download), cfg.arch, "cpu", cfg.embeddings)
     parent = os.getppid()
 
     def tick():
@@ -256,6 +305,17 @@ def _versions():
 
 def _identity(cfg, ds):
     return {"config": cfg.to_dict(), "data_fingerprint": ds.fingerprint()}
+
+
+def _in_shape(ds, cfg):
+    """What build_model takes for this data: (C, H, W), or (vocab, max_len, emb_dim) for text."""
+    if not ds.is_text:
+        return (ds.x_train.shape[3], *ds.x_train.shape[1:3])
+    dim = TEXT_EMBEDDING_DIM
+    if cfg.embeddings:
+        with open(cfg.embeddings, encoding="utf-8", errors="replace") as f:
+            dim = len(f.readline().rstrip().split(" ")) - 1
+    return (len(ds.vocabulary) + 2, ds.x_train.shape[1], dim)
 
 
 def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> Record:
@@ -299,13 +359,15 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     probs = {s: np.zeros_like(p, dtype=np.float16) for s, p in preds.items()}
     complete = np.zeros((cfg.n_models, n_ep), bool)
     cores = os.cpu_count() or 1
-    sample = build_model(cfg.arch, (ds.x_train.shape[3], *ds.x_train.shape[1:3]), ds.n_classes,
-                         cfg.activation, cfg.dropout)
+    sample = build_model(cfg.arch, _in_shape(ds, cfg), ds.n_classes, cfg.activation, cfg.dropout)
     # worker start-up (~2 s: torch import, data) only pays off on enough work
     work = len(ds.y_train) * sum(j.total for j in jobs)
-    default_workers = cores if _uses_conv(sample) and work >= SMALL_WORK else 1
+    # a recurrent net is a chain of small matmuls: a second thread costs more in synchronisation
+    # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
+    serial = _recurrent(sample)
+    default_workers = cores if (_uses_conv(sample) or serial) and work >= SMALL_WORK else 1
     workers = 1 if device != "cpu" else max(1, min(rt.workers or default_workers, len(jobs), cores))
-    threads = max(1, cores // workers) if device == "cpu" else torch.get_num_threads()
+    threads = (1 if serial else max(1, cores // workers)) if device == "cpu" else torch.get_num_threads()
     meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
             "n_models": cfg.n_models, "protocol": cfg.protocol, "classes": list(ds.classes),
             "n_classes": ds.n_classes, "data_source": ds.source, "data_fingerprint": ident["data_fingerprint"],
@@ -351,7 +413,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
             saved = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                data = _Data(ds, cfg.arch, device)
+                data = _Data(ds, cfg.arch, device, cfg.embeddings)
                 for job in todo:
                     absorb(job, _train_member(job, cfg, data, ckpt_dir / f"{job.name}.pt", device,
                                               on_epoch=lambda: bar.update(1),
@@ -366,6 +428,52 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     write()
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return Record.load(out)
+
+
+def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None):
+    """A trained network of a collection's configuration: member ``member``'s seeds, trained
+    in-process to the last recorded epoch (chapter 6 takes its features).
+
+    The collection keeps only predictions, so the net is trained again (same seeds; on CPU
+    thread counts can change the last bits) and its weights are kept in
+    ``<out>/models/m<member>.pt`` for the next call.  Returns (model in eval mode, the _Data
+    it was trained on).
+    """
+    rt = runtime or Runtime()
+    cfg = cfg.validate().resolved()
+    if cfg.protocol != "trajectory":
+        raise ConfigError("member_model needs the trajectory protocol")
+    if not 0 <= member < cfg.n_models:
+        raise ConfigError(f"member must be in [0, {cfg.n_models}); got {member}")
+    device = _pick_device(rt.device)
+    data = _Data(prepare_dataset(cfg, rt.data_root, rt.download), cfg.arch, device, cfg.embeddings)
+    job = make_jobs(cfg)[member]
+    path = Path(out) / "models" / f"{job.name}.pt"
+    if path.exists():
+        torch.manual_seed(job.seed)
+        model = build_model(cfg.arch, data.in_shape, data.n_classes, cfg.activation, cfg.dropout).to(device)
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        import tempfile
+        keep = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            _train_member(job, cfg, data, Path(tmp) / "ck.pt", device, checkpoint_every_s=float("inf"), keep=keep)
+        model = keep["model"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(path, model.state_dict())
+    return model.eval(), data
+
+
+@torch.inference_mode()
+def penultimate_features(model, data, split, batch=EVAL_BATCH):
+    """The input to a Sequential net's last layer (its learned features) for every example of
+    ``split``: (n_examples, n_features) float32."""
+    if not isinstance(model, torch.nn.Sequential):
+        raise ConfigError(f"penultimate_features takes the book's Sequential nets; got {type(model).__name__}: "
+                          "pass your own extractor's features to experiments.adaboost_stages instead")
+    body = model[:-1].eval()
+    x = data.x[split]
+    return torch.cat([body(_Data.nchw(x[a:a + batch])).float().cpu() for a in range(0, len(x), batch)]).numpy()
 
 
 def _run_workers(jobs, out, workers, threads, rt, absorb, bar):

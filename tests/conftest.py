@@ -23,5 +23,6 @@ def offline_root(tmp_path_factory):
         shutil.copytree(SHARED / name, root / name)
         for p in (root / name).rglob("*"):
             p.chmod(0o755 if p.is_dir() else 0o644)
+    shutil.copy(SHARED / "stackoverflow_titles_20k.csv", root)
     subprocess.run([sys.executable, str(SHARED / "decode_cifar10.py"), str(root / "cifar10.npz")], check=True)
     return root

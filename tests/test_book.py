@@ -152,7 +152,7 @@ def test_partition_correlations_identity():
     assert acc.shape == (2, 40) and np.allclose(r, 1)
 
 
-NOTEBOOK_PARAMS = {"dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root"}
+NOTEBOOK_PARAMS = {"dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root", "embeddings"}
 
 
 @pytest.mark.parametrize("n", book.CHAPTERS)

@@ -1,0 +1,127 @@
+"""Chapters 1, 5 and 7's analyses on hand-built records."""
+import numpy as np
+import pytest
+
+from agreebook import experiments as X, plots
+from agreebook.config import TrainConfig
+from agreebook.record import Record, RecordError
+from agreebook.train import prepare_dataset, train_collection, Runtime
+
+
+def _record(preds, labels, epochs=(1, 2, 3), classes=None):
+    preds = np.asarray(preds, np.int16)
+    meta = {"dataset": "toy", "arch": "hand", "classes": classes or [f"c{i}" for i in range(3)]}
+    return Record({"test": preds}, {"test": np.asarray(labels)}, epochs, meta=meta)
+
+
+def test_learning_order_by_accessibility_then_learning_epoch():
+    labels = np.array([0, 0, 1, 1])
+    # two models, three epochs.  ex0: right from epoch 1 (acc 1); ex1: right from 2 in both
+    # (acc 2/3); ex2: right from 2 in one model, 3 in the other (acc 1/2); ex3: never (acc 0).
+    right = np.array([[[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0]],
+                      [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]], bool)
+    preds = np.where(right, labels, 1 - labels)
+    rec = _record(preds, labels)
+    np.testing.assert_array_equal(X.learning_order(rec, "test"), [0, 1, 2, 3])
+    fl = X.first_and_last(rec, "test", per_class=1)
+    assert [a.tolist() for a in fl[0]] == [[0], [1]] and [a.tolist() for a in fl[1]] == [[2], [3]]
+    # ties in accessibility go to the earlier mean learning epoch
+    right2 = np.array([[[0, 1], [1, 1], [1, 0]], [[0, 1], [1, 1], [1, 0]]], bool)  # both acc 2/3
+    rec2 = _record(np.where(right2, 0, 1), [0, 0])
+    np.testing.assert_array_equal(X.learning_order(rec2, "test"), [0, 1])  # ex1 is not right at the end
+
+
+def test_induced_confusion_names_where_unlearned_examples_go():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    # class 0: ex2 is sent to class 2 by all 3 models; class 1: everything right
+    preds = np.array([[[0, 0, 2, 1, 1, 2]]] * 3)
+    t = X.induced_confusion(_record(preds, labels, epochs=(1,)), "test")
+    assert t.loc["c0", "TPa < 0.5"] == 1 and t.loc["c0", "most predicted instead"] == "c2"
+    assert t.loc["c0", "share of their wrong predictions"] == 1.0
+    assert t.loc["c1", "most predicted instead"] == "-"
+
+
+def test_minimum_bimodality_table_class_null_sees_through_a_class_bias():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    biased = np.zeros((6, 3, 400), np.int16)  # every model predicts class 0 everywhere
+    shared = np.where(rng.random(400) < 0.5, labels, 1 - labels)  # one shared order of examples
+    ordered = np.broadcast_to(shared, (6, 3, 400)).copy()
+    rows = X.minimum_bimodality_table([("biased", Record({"train": biased, "test": biased},
+                                                          {"train": labels, "test": labels}, (1, 2, 3),
+                                                          meta={"n_classes": 2})),
+                                       ("ordered", Record({"train": ordered, "test": ordered},
+                                                          {"train": labels, "test": labels}, (1, 2, 3),
+                                                          meta={"n_classes": 2}))])
+    assert rows.loc["biased", "test epochs p<0.01"] == "3/3"  # the accuracy null is fooled
+    assert rows.loc["biased", "test epochs p<0.01 (class null)"] == "0/3"
+    assert rows.loc["ordered", "test epochs p<0.01 (class null)"] == "3/3"
+
+
+def test_record_images_rebuild_the_trained_subset_and_refuse_foreign_records(tmp_path):
+    cfg = TrainConfig(dataset="digits", arch="fc", n_models=2, epochs=(1,), train_size=100, test_size=50)
+    rec = train_collection(cfg, tmp_path / "r", Runtime(progress=False))
+    ds = prepare_dataset(cfg.resolved())
+    np.testing.assert_array_equal(X.record_images(rec, "test"), ds.x_test)
+    assert X.record_images(rec, "train").shape == (100, 8, 8, 1)
+    with pytest.raises(RecordError, match="no training configuration"):
+        X.record_images(Record({"test": rec.predictions["test"]}, {"test": rec.labels["test"]}, (1,)), "test")
+    rec.meta["data_fingerprint"] = "0" * 64
+    with pytest.raises(RecordError, match="differ from the data the record"):
+        X.record_images(rec, "test")
+
+
+def test_chapter_1_and_7_figures_draw(tmp_path):
+    labels = np.repeat([0, 1, 2], 10)
+    preds = np.random.default_rng(1).integers(0, 3, (4, 3, 30))
+    rec = _record(preds, labels)
+    images = np.random.default_rng(2).integers(0, 255, (30, 8, 8, 1), dtype=np.uint8)
+    for fig in (plots.first_and_last_learned(rec, "test", images, per_class=2),
+                plots.tp_agreement_by_predicted_label(rec, "test"),
+                plots.tp_agreement_dynamics(rec, "test", n_examples=5)):
+        assert "N=4" in fig._suptitle.get_text() if fig._suptitle else "N=4" in fig.axes[0].get_title()
+        fig.savefig(tmp_path / "f.png")
+
+
+def test_largest_rise_share_by_hand():
+    labels = np.zeros(3, int)
+    tp = np.array([[0, 0, 1], [1, 0.5, 1], [1, 1, 1]])  # ex0 jumps 0->1; ex1 0->.5->1; ex2 always right
+    preds = np.stack([np.where(tp >= 0.5, 0, 1), np.where(tp >= 1, 0, 1)]).astype(np.int16)
+    rec = Record({"test": preds}, {"test": labels}, (1, 2, 3))
+    np.testing.assert_allclose(X.largest_rise_share(rec, "test"), [1.0, 0.5])
+
+
+def test_adaboost_stages_on_digits_and_the_early_stop_padding():
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    res = X.adaboost_stages(x[:1000], y[:1000], x[1000:], y[1000:], n_learners=15)
+    assert res["correct"].shape == (15, len(y) - 1000) and res["n_fitted"] == 15
+    assert 0.8 < res["accuracy"][-1] <= 1  # a linear learner on digits' pixels
+    acc = X.adaboost_accessibility(res["correct"])
+    assert acc.shape == (len(y) - 1000,) and np.all((acc >= 0) & (acc <= 1))
+    # 30 examples, 64 features: the first learner fits them perfectly and boosting stops
+    small = X.adaboost_stages(x[:30], y[:30], x[1000:], y[1000:], n_learners=10)
+    assert small["n_fitted"] < 10 and small["correct"].shape[0] == 10
+    np.testing.assert_array_equal(small["correct"][-1], small["correct"][small["n_fitted"] - 1])
+
+
+def test_half_split_correlation_of_identical_halves_is_one():
+    labels = np.arange(20) % 2
+    rng = np.random.default_rng(0)
+    one = np.where(rng.random((1, 3, 20)) < 0.5, labels, 1 - labels)
+    preds = np.concatenate([one, one, one, one]).astype(np.int16)  # members 0,2 == 1,3
+    r, p = X.half_split_correlation(Record({"test": preds}, {"test": labels}, (1, 2, 3)), "test")
+    assert r == pytest.approx(1.0)
+
+
+def test_member_model_reproduces_the_collection_member_and_is_kept(tmp_path):
+    from agreebook.train import member_model, penultimate_features
+    cfg = TrainConfig(dataset="digits", arch="fc", n_models=2, epochs=(1, 2), train_size=200, test_size=80)
+    rec = train_collection(cfg, tmp_path, Runtime(progress=False))
+    model, data = member_model(cfg, tmp_path, member=1)
+    assert (tmp_path / "models" / "m0001.pt").exists()
+    pred = model(data.nchw(data.x["test"])).argmax(1).numpy()
+    np.testing.assert_array_equal(pred, rec.predictions["test"][1, -1])  # in-process, same seeds
+    again, _ = member_model(cfg, tmp_path, member=1)  # loaded, not trained
+    np.testing.assert_array_equal(penultimate_features(again, data, "test"), penultimate_features(model, data, "test"))
+    assert penultimate_features(model, data, "train").shape == (200, 512)
