@@ -52,14 +52,16 @@ def format_summary(record, summary):
     for split, s in summary.items():
         lines.append(f"\n{split} ({record.predictions[split].shape[2]} examples)")
         lines.append(f"{'epoch':>6} {'acc mean':>9} {'acc sd':>7} {'TPa mean':>9} {'bimod':>7} "
-                     f"{'null':>7} {'p':>8} {'agree':>7} {'null':>7}")
+                     f"{'null':>7} {'p':>8} {'agree':>7} {'null':>7} {'cnull':>7} {'p(c)':>8}")
         for i, e in enumerate(s["epochs"]):
             def f(v, w, d):
                 return f"{'nan':>{w}}" if v is None else f"{v:>{w}.{d}f}"
             lines.append(f"{e:>6} {s['accuracy_mean'][i]:>9.4f} {s['accuracy_sd'][i]:>7.4f} "
                          f"{s['tp_agreement_mean'][i]:>9.4f} {f(s['bimodality'][i], 7, 3)} "
                          f"{f(s['null_bimodality'][i], 7, 3)} {f(s['p_value'][i], 8, 4)} "
-                         f"{s['agreement'][i]:>7.4f} {s['null_agreement'][i]:>7.4f}")
+                         f"{s['agreement'][i]:>7.4f} {s['null_agreement'][i]:>7.4f} "
+                         f"{f(s['class_null_bimodality'][i], 7, 3)} {f(s['class_p_value'][i], 8, 4)}")
     lines.append("\nbimod: Pearson bimodality of TP-agreement (lower = more bimodal); null: independent "
-                 "classifiers at the same accuracies; p: P(null sample <= observed).")
+                 "classifiers at the same accuracies; p: P(null sample <= observed); cnull, p(c): the same for "
+                 "the class-matched null (each model's accuracy on every class).")
     return "\n".join(lines)
