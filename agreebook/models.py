@@ -171,6 +171,8 @@ ARCHS = {a.name: a for a in [
          description="small st-VGG: st-VGG's first two blocks (4 convs 32-32-64-64) and its head"),
     Arch("linear_st_vgg", _st_vgg(_ST_BLOCKS, "identity", nn.AvgPool2d), _SGD_STEP, activation="identity",
          description="linear st-VGG: st-VGG with identity activations and average pooling"),
+    Arch("linear_small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "identity", nn.AvgPool2d), _SGD_STEP, activation="identity",
+         description="linear small st-VGG: small st-VGG with identity activations and average pooling"),
     Arch("mnist_net", _mnist_net, {**_SGD_STEP, "optimizer": "adadelta", "lr": 1.0, "lr_decay": 1.0},
          min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),
     Arch("fc", _fc, {**_SGD_STEP, "lr": 0.04, "lr_decay": 1.0},
