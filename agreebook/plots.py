@@ -13,9 +13,24 @@ def _plt():
     return plt
 
 
+def _wrap(title, inches, fontsize=9):
+    """Break a long title into lines that fit a figure ``inches`` wide."""
+    import textwrap
+    return "\n".join(textwrap.wrap(title, max(20, int(inches * 130 / fontsize))))
+
+
+def _epochs_text(epochs):
+    e = [int(x) for x in epochs]
+    if len(e) > 2 and e == list(range(e[0], e[-1] + 1)):
+        return f"epochs {e[0]}-{e[-1]}"
+    return "epochs " + ",".join(str(x) for x in e)
+
+
 def caption(record, split=None, scale=None):
+    """dataset, architecture, N, recorded epochs, split (examples) and scale, for a title."""
     m = record.meta
-    parts = [f"{m.get('dataset', '?')}", f"{m.get('arch', '?')}", f"N={record.n_models}"]
+    parts = [f"{m.get('dataset', '?')}", f"{m.get('arch', '?')}", f"N={record.n_models}",
+             _epochs_text(record.epochs)]
     if split:
         parts.append(f"{split} ({record.predictions[split].shape[2]} examples)")
     if scale or m.get("scale"):
@@ -95,7 +110,7 @@ def save_report_figures(record, directory, scale=None):
 
 def _finish_grid(fig, axes, title):
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_wrap(title, fig.get_figwidth(), 10), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -143,7 +158,8 @@ def out_of_sample_agreement(record, results, scale=None):
         ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
         ax.legend(fontsize=7)
     axes.flat[0].set_ylabel("fraction of examples")
-    fig.suptitle(f"Agreement at epoch {record.epochs[-1]} - {caption(record, None, scale)}", fontsize=10)
+    fig.suptitle(_wrap(f"Agreement at epoch {record.epochs[-1]} - {caption(record, None, scale)}", 3.4 * k, 10),
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -167,7 +183,7 @@ def learning_epoch_by_accessibility(record, split, bins, scale=None):
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("fraction never learned")
     fig.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.9))
-    ax.set_title(f"Learning epoch by accessibility - {caption(record, split, scale)}", fontsize=9)
+    ax.set_title(_wrap(f"Learning epoch by accessibility - {caption(record, split, scale)}", 6), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -182,7 +198,7 @@ def accessibility_scatter(a, b, label_a, label_b, title):
     ax.plot([0, 1], [0, 1], color="tab:gray", lw=0.8)
     ax.set_xlabel(f"accessibility: {label_a}")
     ax.set_ylabel(f"accessibility: {label_b}")
-    ax.set_title(f"{title}\nr = {r:.3f}, p = {p:.1e}, {len(a)} examples", fontsize=9)
+    ax.set_title(_wrap(f"{title}", 4.2) + f"\nr = {r:.3f}, p = {p:.1e}, {len(a)} examples", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -284,7 +300,8 @@ def first_and_last_learned(record, split, images, per_class=3, classes=None, sca
                                      fontsize=9)
     axes[0, per_class + 1 + per_class // 2].annotate("learned last", (0.5, 1.45), xycoords="axes fraction",
                                                      ha="center", fontsize=9)
-    fig.suptitle(f"First and last learned, by accessibility - {caption(record, split, scale)}", fontsize=10)
+    fig.suptitle(_wrap(f"First and last learned, by accessibility - {caption(record, split, scale)}",
+                       0.95 * cols + 0.8, 10), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -341,7 +358,7 @@ def tp_agreement_dynamics(record, split, n_examples=12, seed=0, scale=None):
     ax.set_ylabel("TP-agreement")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
     fig.colorbar(sm, ax=ax, label="accessibility")
-    ax.set_title(f"TP-agreement of {len(picks)} examples over training - {caption(record, split, scale)}",
+    ax.set_title(_wrap(f"TP-agreement of {len(picks)} examples over training - {caption(record, split, scale)}", 5),
                  fontsize=9)
     fig.tight_layout()
     return fig
@@ -358,7 +375,7 @@ def accuracy_by_stage(curves, title):
     ax.set_xlabel("weak learners")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, 5.5), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -383,7 +400,7 @@ def matched_accuracy(table, label_a, label_b, title):
     ax.set_xlabel("ensemble accuracy (the stronger collection)")
     ax.set_ylabel("fraction of examples")
     ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, 6), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -402,6 +419,6 @@ def bimodality_over_training(table, title):
     ax.set_xlabel("epoch")
     ax.set_ylabel("bimodality (lower = more bimodal)")
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, 6), fontsize=9)
     fig.tight_layout()
     return fig
