@@ -186,10 +186,12 @@ class Chapter:
 
     def for_dataset(self, name):
         """This chapter's settings on another dataset (§5's synthetic sets, chapter 1's second
-        set): the architecture follows the dataset as in ``setup`` unless the user named one."""
+        set): the architecture follows the dataset as in ``setup`` unless the user named one
+        that takes this kind of data (a text net is not run on images, nor the reverse)."""
         if name not in DATASETS:
             raise BookError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-        arch = self.arch if self.arch_given else default_arch(name, self.scale)
+        fits = (ARCHS[self.arch].modality == "text") == (name in TEXT_DATASETS)
+        arch = self.arch if self.arch_given and fits else default_arch(name, self.scale)
         ch = dataclasses.replace(self, dataset=name, arch=arch)
         ch.config()
         return ch

@@ -33,7 +33,7 @@ def test_missing_text_file_says_where_to_put_it(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_text_and_image_architectures_do_not_mix():
+def test_text_and_image_architectures_do_not_mix(offline_root):
     with pytest.raises(ConfigError, match="small_st_vgg takes images, and stackoverflow_titles is text; "
                                           "use one of: bilstm_attention"):
         TrainConfig(dataset="stackoverflow_titles", arch="small_st_vgg").validate()
@@ -42,7 +42,8 @@ def test_text_and_image_architectures_do_not_mix():
     with pytest.raises(book.BookError, match="chapter 1 shows images; text datasets such as "
                                              "stackoverflow_titles run in chapters 2, 3, 5, 7"):
         book.setup(1, dataset="stackoverflow_titles")
-    assert book.setup(3, dataset="stackoverflow_titles", scale="smoke").arch == "bilstm_attention"
+    assert book.setup(3, dataset="stackoverflow_titles", scale="smoke",
+                      data_root=str(offline_root)).arch == "bilstm_attention"
 
 
 def test_embeddings_setting_keeps_old_record_identities():
@@ -77,3 +78,10 @@ def test_glove_vectors_initialise_the_embedding(tmp_path, offline_root):
     (tmp_path / "empty.txt").write_text("zzz 1 2\n")
     with pytest.raises(ConfigError, match="holds no vector for any"):
         load_vectors(tmp_path / "empty.txt", ds.vocabulary)
+
+
+def test_for_dataset_keeps_a_named_architecture_only_where_it_fits(offline_root):
+    ch = book.setup(5, dataset="stackoverflow_titles", arch="bilstm_attention", scale="smoke",
+                    data_root=str(offline_root))
+    assert ch.for_dataset("gabor").arch == "small_st_vgg"
+    assert book.setup(5, arch="fc", scale="smoke").for_dataset("gabor").arch == "fc"
