@@ -193,3 +193,21 @@ def test_collapse_injected_parameters(tmp_path):
     assert nbformat.read(path, as_version=4).cells[0].metadata["tags"] == ["injected-parameters", "hide-cell"]
     with pytest.raises(book.BookError, match="unknown chapter parameters"):
         book.run_book("smoke", parameters={"datset": "mnist"}, build=False)
+
+
+def test_every_chapter_builds_valid_configs_at_paper_scale(offline_root):
+    """The paper preset is for a GPU and is not trained here; every collection a chapter asks
+    for at that scale must still be a configuration that validates."""
+    root = str(offline_root)
+    for c in book.CHAPTERS:
+        ch = book.setup(c, scale="paper", data_root=root)
+        assert ch.arch == "st_vgg" and ch.n_models == 100 and ch.epochs[-1] == 128
+    ch = book.setup(4, scale="paper", data_root=root)
+    dense = tuple(range(1, ch.epochs[-1] + 1))
+    for arch in (ch.sizes["other_arch"], *ch.sizes["linear_pair"]):
+        assert ch.config(arch=arch, epochs=dense).arch == arch
+    for name in ("gabor", "gaussian", book.other_domain(ch.dataset)):
+        assert ch.for_dataset(name).config().train_size is None  # the whole set
+    assert ch.config(random_labels=True).random_labels
+    text = book.setup(3, dataset="stackoverflow_titles", scale="paper", data_root=root)
+    assert text.arch == "bilstm_attention" and text.main_config().ood == ("noise",)
