@@ -12,6 +12,11 @@ from . import metrics as M
 from .report import summarize
 
 
+def _floats(values):
+    """A summarize() list (None where undefined) as a float array with NaN there."""
+    return np.array([np.nan if v is None else v for v in values], float)
+
+
 def epoch_table(record, split, by_class=False):
     """Per recorded epoch: accuracy (mean, sd over models), mean TP-agreement, bimodality of
     TP-agreement against its null with the p-value, mean Agreement against its null; with
@@ -118,8 +123,7 @@ def robustness_table(results, split="test"):
     rows = []
     for label, rec in results:
         s = summarize(rec, splits=(split,))[split]
-        b, q, p = (np.array([np.nan if v is None else v for v in s[k]], float)
-                   for k in ("bimodality", "null_bimodality", "p_value"))
+        b, q, p = (_floats(s[k]) for k in ("bimodality", "null_bimodality", "p_value"))
         rows.append({"setting": label, "N": rec.n_models, "accuracy": s["accuracy_mean"][-1],
                      "bimodality (median)": np.nanmedian(b), "null (median)": np.nanmedian(q),
                      "epochs with p<0.01": f"{int(np.sum((p < 0.01) & (b < q)))}/{len(p)}",
@@ -226,9 +230,8 @@ def minimum_bimodality_table(results, splits=("train", "test"), alpha=0.01):
         row = {"collection": label, "dataset": rec.meta.get("dataset"), "arch": rec.meta.get("arch"),
                "N": rec.n_models}
         for split in splits:
-            b, q, p, qc, pc = (np.array([np.nan if v is None else v for v in s[split][k]], float)
-                               for k in ("bimodality", "null_bimodality", "p_value",
-                                         "class_null_bimodality", "class_p_value"))
+            b, q, p, qc, pc = (_floats(s[split][k]) for k in ("bimodality", "null_bimodality", "p_value",
+                                                               "class_null_bimodality", "class_p_value"))
             i = int(np.nanargmin(b)) if np.isfinite(b).any() else 0
             row[f"{split} accuracy"] = s[split]["accuracy_mean"][-1]
             row[f"{split} min bimodality"] = b[i]
