@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .config import ConfigError, TrainConfig, check_overrides
+from .config import ConfigError, TrainConfig, check_overrides, fits
 from .data import DATASETS, TEXT_DATASETS, DatasetError, default_root
 from .models import ARCHS, ArchError
 from .record import Record, RecordError
@@ -190,8 +190,7 @@ class Chapter:
         that takes this kind of data (a text net is not run on images, nor the reverse)."""
         if name not in DATASETS:
             raise BookError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-        fits = (ARCHS[self.arch].modality == "text") == (name in TEXT_DATASETS)
-        arch = self.arch if self.arch_given and fits else default_arch(name, self.scale)
+        arch = self.arch if self.arch_given and fits(self.arch, name) else default_arch(name, self.scale)
         ch = dataclasses.replace(self, dataset=name, arch=arch)
         ch.config()
         return ch

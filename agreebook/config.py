@@ -22,6 +22,11 @@ class ConfigError(ValueError):
     """A configuration value that cannot be run."""
 
 
+def fits(arch, dataset):
+    """Whether architecture ``arch`` takes ``dataset``'s kind of input (text or images)."""
+    return (get_arch(arch).modality == "text") == (dataset in TEXT_DATASETS)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "digits"
@@ -95,10 +100,10 @@ class TrainConfig:
         if not arch.configurable and (r.activation is not None or r.dropout is not None):
             raise ConfigError(f"{r.arch} takes no activation / dropout overrides")
         text = self.dataset in TEXT_DATASETS
-        if text != (arch.modality == "text"):
-            fits = [a for a, v in ARCHS.items() if (v.modality == "text") == text]
+        if not fits(r.arch, self.dataset):
+            fitting = [a for a in ARCHS if fits(a, self.dataset)]
             raise ConfigError(f"{r.arch} takes {'text' if arch.modality == 'text' else 'images'}, and {self.dataset} is "
-                              f"{'text' if text else 'images'}; use one of: {', '.join(fits)}")
+                              f"{'text' if text else 'images'}; use one of: {', '.join(fitting)}")
         if r.embeddings is not None:
             if not text:
                 raise ConfigError("embeddings (a word-vectors file) apply to text datasets only")
