@@ -56,6 +56,12 @@ def _parser():
     t.add_argument("--device", default="auto", help="cpu, cuda or auto")
     t.add_argument("--workers", type=int,
                    help="CPU worker processes (default: one per core for conv nets, else 1)")
+    t.add_argument("--engine", default="auto", choices=["auto", "loop", "stacked"],
+                   help="loop: members one after another; stacked: members together under vmap "
+                        "(auto: stacked on CUDA, loop on a CPU)")
+    t.add_argument("--stack", type=int, help="members per stacked group (default: what fits in GPU memory)")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="bf16 runs forward and loss under autocast (auto: bf16 on CUDA, fp32 on a CPU)")
     t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                    help="save a member's state after an epoch once this long has passed (0: every epoch)")
     r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")
@@ -94,7 +100,8 @@ def _train(args):
         "seed": args.seed, "protocol": args.protocol, "random_labels": args.random_labels,
         "train_size": args.train_size, "test_size": args.test_size, **overrides}))
     rt = Runtime(device=args.device, workers=args.workers, data_root=args.data_root,
-                 download=not args.no_download, checkpoint_every_s=args.checkpoint_every)
+                 download=not args.no_download, checkpoint_every_s=args.checkpoint_every,
+                 engine=args.engine, stack=args.stack, precision=args.precision)
     rec = train_collection(cfg, args.out, rt)
     print(f"wrote {args.out}/record.npz: {rec}")
     print(f"next: python -m agreebook report {args.out}")

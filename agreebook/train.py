@@ -9,13 +9,15 @@ One training loop (``_train_member``) does the work; around it:
   always at its end, so a killed run resumes near where it stopped and ends with the record
   an uninterrupted run writes.  Short epochs are not each saved: for a small net the save
   cost more than the epoch.
+* engines: ``loop`` trains members one after another (one job at a time per process);
+  ``stacked`` (``agreebook.stacked``) trains a group of members as one vmapped model, which
+  a GPU needs to stay busy on small nets.  ``auto`` picks stacked on CUDA, loop on a CPU,
+  where stacking measured 0.3-0.9x the loop.  Recurrent nets always loop (vmap takes no LSTM).
 * on a CPU, convolutional jobs run in worker processes with one thread each (or all cores
   for a single job): small conv nets scale across processes far better than across intra-op
   threads, and run channels_last.  Recurrent nets (chains of small matmuls) run one thread
   per worker too.  Other nets without convolutions are matmuls that already use every core,
   so they train in-process, where no worker start-up is paid (benchmarks/).
-  On CUDA, members train one after another on the device (training them together with
-  torch.func.vmap is not built yet).
 """
 from __future__ import annotations
 
@@ -37,7 +39,18 @@ from .io import atomic_torch_save, atomic_write_json
 from .models import TEXT_EMBEDDING_DIM, build_model, count_parameters, get_arch, input_size
 from .record import Record, RecordError
 
-EVAL_BATCH = 1000
+# eval batches: on a CPU, activations of 1000 32x32 images exceed glibc's largest pooled
+# allocation (32 MB), so every batch page-faulted fresh memory: 2.5 s against 1.6 s at 250
+EVAL_BATCH = {"cpu": 250}
+EVAL_BATCH_OTHER = 1000
+# glibc keeps freed memory for reuse instead of returning it to the OS and faulting it in
+# again; a 1-thread small st-VGG step page-faulted 8-13k times without these, ~150 with them
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
+                 "MALLOC_TOP_PAD_": str(256 << 20)}
+
+
+def eval_batch(device):
+    return EVAL_BATCH.get(torch.device(device).type, EVAL_BATCH_OTHER)
 SMALL_WORK = 20000  # example-epochs under which a collection trains in-process
 
 
@@ -50,6 +63,9 @@ class Runtime:
     download: bool = True
     progress: bool = True
     checkpoint_every_s: float = 10.0  # 0 saves after every epoch
+    engine: str = "auto"  # "loop", "stacked" (members together under vmap), or "auto"
+    stack: int | None = None  # members per stacked group; default: what fits in GPU memory
+    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 on CUDA, fp32 elsewhere
 
 
 @dataclass(frozen=True)
@@ -191,14 +207,20 @@ def learning_rate(cfg, epoch):
     return cfg.lr / cfg.lr_decay ** ((epoch - 1) // cfg.lr_step)
 
 
+def _autocast(device, precision):
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.inference_mode()
-def predict(model, x, y, nchw=True, batch=EVAL_BATCH):
+def predict(model, x, y, nchw=True, batch=None, precision="fp32"):
     """Predicted labels (int16) and true-class probabilities (float16) in eval mode."""
     model.eval()
+    batch = batch or eval_batch(x.device)
     preds, probs = [], []
     for a in range(0, len(x), batch):
         xb = x[a:a + batch]
-        logits = model(_Data.nchw(xb) if nchw else xb).float()
+        with _autocast(x.device, precision):
+            logits = model(_Data.nchw(xb) if nchw else xb).float()
         preds.append(logits.argmax(1).to(torch.int16).cpu())
         yb = y[a:a + batch, None]
         p = logits.softmax(1).gather(1, yb.clamp_min(0))[:, 0].masked_fill(yb[:, 0] < 0, 0)
@@ -214,14 +236,34 @@ def _recurrent(model):
     return any(isinstance(m, torch.nn.RNNBase) for m in model.modules())
 
 
-def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, checkpoint_every_s=0.0, keep=None):
-    """Train one job to its end, checkpointing as it goes; returns its predictions (and puts
-    the trained model in ``keep["model"]`` when a dict is given)."""
-    torch.manual_seed(job.seed)  # init and dropout
+def _fresh_model(job, cfg, data, device):
+    """Job's freshly initialised net (its seed set here: init, then dropout)."""
+    torch.manual_seed(job.seed)
     model = build_model(cfg.arch, data.in_shape, data.n_classes, cfg.activation, cfg.dropout).to(device)
     if data.vectors is not None:
         with torch.no_grad():
             model.embedding.weight.copy_(data.vectors)
+    return model
+
+
+def _rng_state(device):
+    state = {"rng": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":  # dropout on a GPU draws from its own generator
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(ck, device):
+    torch.set_rng_state(ck["rng"])
+    if "cuda_rng" in ck and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(ck["cuda_rng"], device)
+
+
+def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, checkpoint_every_s=0.0, keep=None,
+                  precision="fp32"):
+    """Train one job to its end, checkpointing as it goes; returns its predictions (and puts
+    the trained model in ``keep["model"]`` when a dict is given)."""
+    model = _fresh_model(job, cfg, data, device)
     if _uses_conv(model):
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(cfg, model.parameters())
@@ -234,7 +276,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
         ck = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["rng"])
+        _set_rng_state(ck, device)
         order.set_state(ck["order"])
         out, start = ck["out"], ck["epoch"]
     x, y = data.x["train"], data.y["train"]
@@ -247,18 +289,20 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
         perm = torch.randperm(n, generator=order).to(x.device)
         for a in range(0, n, cfg.batch_size):
             idx = perm[a:a + cfg.batch_size]
-            loss = F.cross_entropy(model(_Data.nchw(x[idx])), y[idx])
+            with _autocast(device, precision):
+                loss = F.cross_entropy(model(_Data.nchw(x[idx])).float(), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         for row, (e, _) in enumerate(job.record_at):
             if e == epoch:
                 for s in data.x:
-                    out[s]["pred"][row], out[s]["prob"][row] = predict(model, data.x[s], data.y[s])
+                    out[s]["pred"][row], out[s]["prob"][row] = predict(model, data.x[s], data.y[s],
+                                                                       precision=precision)
         if epoch == job.total or time.perf_counter() - saved_at >= checkpoint_every_s:
             atomic_torch_save(ckpt_path, {"epoch": epoch, "model": model.state_dict(),
-                                          "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                                          "order": order.get_state(), "out": out})
+                                          "optimizer": opt.state_dict(), "order": order.get_state(),
+                                          "out": out, **_rng_state(device)})
             saved_at = time.perf_counter()
         on_epoch()
     if keep is not None:
@@ -287,6 +331,46 @@ def worker_main(out, worker, workers, threads, data_root, download, checkpoint_e
         path = Path(out) / "checkpoints" / f"{job.name}.pt"
         _train_member(job, cfg, data, path, "cpu", on_epoch=tick, checkpoint_every_s=checkpoint_every_s)
         print("done", job.name, flush=True)
+
+
+def _pick_engine(name, device, recurrent):
+    if name not in ("auto", "loop", "stacked"):
+        raise ConfigError(f"unknown engine {name!r}; use 'loop', 'stacked' or 'auto'")
+    if name == "stacked" and recurrent:
+        raise ConfigError("recurrent nets (LSTM) do not run under torch.func.vmap; use engine='loop'")
+    if name == "auto":
+        return "stacked" if device == "cuda" and not recurrent else "loop"
+    return name
+
+
+def _pick_precision(name, device):
+    if name not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"unknown precision {name!r}; use 'fp32', 'bf16' or 'auto'")
+    if name == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    return name
+
+
+def _stack_size(cfg, data, jobs, device, precision):
+    """Members per stacked group: all of them on a CPU; on a GPU as many as half its free
+    memory holds, from one member's measured training-step peak."""
+    if torch.device(device).type != "cuda" or len(jobs) == 1:
+        return len(jobs)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    model = _fresh_model(jobs[0], cfg, data, device)
+    opt = _optimizer(cfg, model.parameters())
+    idx = torch.arange(min(cfg.batch_size, len(data.y["train"])), device=device)
+    with _autocast(device, precision):
+        loss = F.cross_entropy(model(_Data.nchw(data.x["train"][idx])).float(), data.y["train"][idx])
+    loss.backward()
+    opt.step()
+    per_member = torch.cuda.max_memory_allocated(device) - before
+    del model, opt, loss
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(len(jobs), int(0.5 * free / max(per_member, 1))))
 
 
 def _pick_device(name):
@@ -329,6 +413,13 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     out = Path(out)
     device = _pick_device(rt.device)
     ds = prepare_dataset(cfg, rt.data_root, rt.download)
+    with torch.device("meta"):  # its structure and size only: no init, no memory
+        sample = build_model(cfg.arch, _in_shape(ds, cfg), ds.n_classes, cfg.activation, cfg.dropout)
+    # a recurrent net is a chain of small matmuls: a second thread costs more in synchronisation
+    # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
+    serial = _recurrent(sample)
+    engine = _pick_engine(rt.engine, device, serial)
+    precision = _pick_precision(rt.precision, device)
     ident = _identity(cfg, ds)
     ident_path = out / "config.json"
     prev = Record.load(out) if (out / "record.npz").exists() else None  # read once: it can be large
@@ -359,22 +450,18 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     probs = {s: np.zeros_like(p, dtype=np.float16) for s, p in preds.items()}
     complete = np.zeros((cfg.n_models, n_ep), bool)
     cores = os.cpu_count() or 1
-    sample = build_model(cfg.arch, _in_shape(ds, cfg), ds.n_classes, cfg.activation, cfg.dropout)
     # worker start-up (~2 s: torch import, data) only pays off on enough work
     work = len(ds.y_train) * sum(j.total for j in jobs)
-    # a recurrent net is a chain of small matmuls: a second thread costs more in synchronisation
-    # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
-    serial = _recurrent(sample)
     default_workers = cores if (_uses_conv(sample) or serial) and work >= SMALL_WORK else 1
-    workers = 1 if device != "cpu" else max(1, min(rt.workers or default_workers, len(jobs), cores))
+    workers = 1 if device != "cpu" or engine == "stacked" else max(1, min(rt.workers or default_workers, len(jobs), cores))
     threads = (1 if serial else max(1, cores // workers)) if device == "cpu" else torch.get_num_threads()
     meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
             "n_models": cfg.n_models, "protocol": cfg.protocol, "classes": list(ds.classes),
             "n_classes": ds.n_classes, "data_source": ds.source, "data_fingerprint": ident["data_fingerprint"],
             "subset": ds.subset, "config": cfg.to_dict(), "member_seeds": [j.seed for j in jobs],
-            "n_parameters": count_parameters(sample), "device": device, "workers": workers,
+            "n_parameters": count_parameters(sample), "device": device, "engine": engine,
+            "precision": precision, "workers": workers,
             "threads_per_worker": threads, "versions": _versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    del sample
     t0 = time.perf_counter()
     last_write = [t0]
 
@@ -395,7 +482,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
 
     # a resumed run adds its time to the killed run's
     wall_before = prev.meta.get("wall_time_s", 0) if prev is not None else 0
-    todo, done_epochs = [], 0
+    todo, done_epochs, started = [], 0, {}
     for job in jobs:  # jobs finished before a kill are read back from their checkpoints
         path = ckpt_dir / f"{job.name}.pt"
         if path.exists():
@@ -404,12 +491,15 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
             if ck["epoch"] == job.total:
                 absorb(job, ck["out"])
                 continue
+            started[job.name] = ck["epoch"]
         todo.append(job)
     from tqdm import tqdm  # tqdm.auto warns in kernels without ipywidgets
     bar = tqdm(total=sum(j.total for j in jobs), initial=done_epochs, unit="epoch", disable=not rt.progress,
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
     try:
-        if workers == 1:
+        if engine == "stacked":
+            _run_stacked(todo, started, cfg, ds, ckpt_dir, device, precision, rt, absorb, bar, meta)
+        elif workers == 1:
             saved = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
@@ -417,7 +507,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
                 for job in todo:
                     absorb(job, _train_member(job, cfg, data, ckpt_dir / f"{job.name}.pt", device,
                                               on_epoch=lambda: bar.update(1),
-                                              checkpoint_every_s=rt.checkpoint_every_s))
+                                              checkpoint_every_s=rt.checkpoint_every_s, precision=precision))
             finally:
                 torch.set_num_threads(saved)
         else:
@@ -428,6 +518,28 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     write()
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return Record.load(out)
+
+
+def _run_stacked(todo, started, cfg, ds, ckpt_dir, device, precision, rt, absorb, bar, meta):
+    """Train the jobs in groups of one length, recorded epochs and resume point, each group in
+    stacks of ``rt.stack`` members (default: ``_stack_size``)."""
+    from .stacked import train_group
+    data = _Data(ds, cfg.arch, device, cfg.embeddings)
+    groups = {}
+    for job in todo:
+        groups.setdefault((job.total, job.record_at, started.get(job.name, 0)), []).append(job)
+    sizes = []
+    for group in groups.values():
+        size = rt.stack or _stack_size(cfg, data, group, device, precision)
+        sizes.append(size)
+        for a in range(0, len(group), size):
+            chunk = group[a:a + size]
+            outs = train_group(chunk, cfg, data, [ckpt_dir / f"{j.name}.pt" for j in chunk], device,
+                               checkpoint_every_s=rt.checkpoint_every_s, on_epoch=lambda: bar.update(1),
+                               precision=precision)
+            for job, res in zip(chunk, outs):
+                absorb(job, res)
+    meta["stack"] = max(sizes, default=0)
 
 
 def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None):
@@ -465,7 +577,7 @@ def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None
 
 
 @torch.inference_mode()
-def penultimate_features(model, data, split, batch=EVAL_BATCH):
+def penultimate_features(model, data, split, batch=None):
     """The input to a Sequential net's last layer (its learned features) for every example of
     ``split``: (n_examples, n_features) float32."""
     if not isinstance(model, torch.nn.Sequential):
@@ -473,6 +585,7 @@ def penultimate_features(model, data, split, batch=EVAL_BATCH):
                           "pass your own extractor's features to experiments.adaboost_stages instead")
     body = model[:-1].eval()
     x = data.x[split]
+    batch = batch or eval_batch(x.device)
     return torch.cat([body(_Data.nchw(x[a:a + batch])).float().cpu() for a in range(0, len(x), batch)]).numpy()
 
 
@@ -481,7 +594,7 @@ def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
     import sys
     import threading
     by_name = {j.name: j for j in jobs}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**WORKER_MALLOC, **os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
     procs = [subprocess.Popen([sys.executable, "-m", "agreebook.worker", str(out), str(w), str(workers),

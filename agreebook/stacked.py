@@ -1,0 +1,159 @@
+"""Members trained together: one stacked model under ``torch.func.vmap``.
+
+On a GPU a small net leaves the device idle when members train one after another, so the
+``stacked`` engine trains a group of M members as one model whose parameters carry a leading
+member axis.  Each step gathers every member's own minibatch (its own data order), runs the
+forward under ``vmap`` (dropout ``randomness="different"``: each member its own masks) and
+sums the members' mean losses, so each member's gradient is exactly its own; the optimisers
+the trainer uses are elementwise, so one optimiser over the stacked parameters steps every
+member as its own would.
+
+What is the same as the one-at-a-time ``loop`` engine (``train._train_member``): the seeds of
+init and of data order, the schedule, eval on the full splits after each recorded epoch, and
+the checkpoint format: a group writes one checkpoint per member, so a run killed under one
+engine resumes under either.  What differs: dropout masks (drawn for the stack, not per
+member) and the float summation order of batched kernels, so records of the two engines are
+not bit-identical.  Measured on a CPU, where the loop engine is the default: see
+benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .io import atomic_torch_save
+from .models import FastDropout, FastELU
+from .train import _fresh_model, _optimizer, _rng_state, _set_rng_state, eval_batch, learning_rate
+
+
+def plain_copy(model):
+    """A copy of ``model`` on the meta device with torch's own ELU and dropout: the package's
+    CPU kernels are eager autograd Functions, which vmap does not take."""
+    base = copy.deepcopy(model).to("meta")
+    for parent in base.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, FastELU):
+                setattr(parent, name, nn.ELU())
+            elif isinstance(child, FastDropout):
+                setattr(parent, name, nn.Dropout(child.p))
+    return base
+
+
+def stack_optimizer_states(states):
+    """One optimiser state_dict for stacked parameters from the members' (same param order)."""
+    out = copy.deepcopy(states[0])
+    for i, st in out["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.dim() > 0:
+                st[k] = torch.stack([s["state"][i][k] for s in states])
+    return out
+
+
+def member_optimizer_state(state, m):
+    """Member ``m``'s optimiser state_dict from the stacked one (0-d entries such as Adam's
+    ``step`` are shared: every member took the same number of steps)."""
+    out = {"state": {}, "param_groups": copy.deepcopy(state["param_groups"])}
+    for i, st in state["state"].items():
+        out["state"][i] = {k: (v[m].clone() if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in st.items()}
+    return out
+
+
+def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_epoch=lambda: None,
+                precision="fp32"):
+    """Train ``jobs`` (same length and recorded epochs, and all at the same checkpointed epoch)
+    together; returns each job's predictions, as ``train._train_member`` does.  ``precision``
+    "bf16" runs the forward pass on bf16 copies of the fp32 weights (the loss in fp32)."""
+    total, record_at = jobs[0].total, jobs[0].record_at
+    if any(j.total != total or j.record_at != record_at for j in jobs):
+        raise ValueError("a stacked group needs jobs of one length and one set of recorded epochs")
+    models = [_fresh_model(j, cfg, data, device) for j in jobs]
+    orders = [torch.Generator().manual_seed(j.seed ^ 0x5EED) for j in jobs]
+    n_rec = len(record_at)
+    outs = [{s: {"pred": np.full((n_rec, len(data.y[s])), -1, np.int16),
+                 "prob": np.zeros((n_rec, len(data.y[s])), np.float16)} for s in data.x} for _ in jobs]
+    checkpoints = [torch.load(p, weights_only=False) if p.exists() else None for p in ckpt_paths]
+    start = checkpoints[0]["epoch"] if checkpoints[0] else 0
+    if any((ck["epoch"] if ck else 0) != start for ck in checkpoints):
+        raise ValueError("a stacked group needs its members at one checkpointed epoch")
+    for model, order, ck, m in zip(models, orders, checkpoints, range(len(jobs))):
+        if ck:
+            model.load_state_dict(ck["model"])
+            order.set_state(ck["order"])
+            outs[m] = ck["out"]
+    params, buffers = stack_module_state(models)
+    opt = _optimizer(cfg, list(params.values()))
+    if start:
+        opt.load_state_dict(stack_optimizer_states([ck["optimizer"] for ck in checkpoints]))
+        _set_rng_state(checkpoints[0], device)
+    base = plain_copy(models[0])
+    del models
+
+    low = torch.bfloat16 if precision == "bf16" else None
+
+    def call(p, b, xb):
+        if low is not None:  # autocast does not reach inside vmap: cast by hand, fp32 master weights
+            p = {k: v.to(low) for k, v in p.items()}
+            xb = xb.to(low) if xb.is_floating_point() else xb
+        return functional_call(base, (p, b), (xb,))
+
+    train_fwd = vmap(call, in_dims=(0, 0, 0), randomness="different")
+    eval_fwd = vmap(call, in_dims=(0, 0, None))
+    nchw = data.x["train"].dim() == 4
+    x, y = data.x["train"], data.y["train"]
+    n, batch = len(y), cfg.batch_size
+    saved_at = time.perf_counter()
+    for epoch in range(start + 1, total + 1):
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(cfg, epoch)
+        base.train()
+        perms = torch.stack([torch.randperm(n, generator=o) for o in orders]).to(x.device)
+        for a in range(0, n, batch):
+            idx = perms[:, a:a + batch]  # (M, B): every member its own minibatch
+            xb = x[idx]
+            if nchw:
+                xb = xb.permute(0, 1, 4, 2, 3)
+            logits = train_fwd(params, buffers, xb).float()
+            # the sum of members' mean losses: each member's gradient is its own
+            loss = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="sum") / idx.shape[1]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for row, (e, _) in enumerate(record_at):
+            if e == epoch:
+                base.eval()
+                for s in data.x:
+                    preds, probs = _predict(eval_fwd, params, buffers, data.x[s], data.y[s], nchw,
+                                            eval_batch(device))
+                    for m in range(len(jobs)):
+                        outs[m][s]["pred"][row], outs[m][s]["prob"][row] = preds[m], probs[m]
+        if epoch == total or time.perf_counter() - saved_at >= checkpoint_every_s:
+            state, rng = opt.state_dict(), _rng_state(device)
+            for m, path in enumerate(ckpt_paths):
+                weights = {k: v[m].detach().clone() for k, v in {**params, **buffers}.items()}
+                atomic_torch_save(path, {"epoch": epoch, "model": weights,
+                                         "optimizer": member_optimizer_state(state, m),
+                                         "order": orders[m].get_state(), "out": outs[m], **rng})
+            saved_at = time.perf_counter()
+        for _ in jobs:
+            on_epoch()
+    return outs
+
+
+@torch.no_grad()
+def _predict(eval_fwd, params, buffers, x, y, nchw, batch):
+    """(M, n) int16 predictions and float16 true-class probabilities of every member."""
+    preds, probs = [], []
+    for a in range(0, len(x), batch):
+        xb = x[a:a + batch]
+        logits = eval_fwd(params, buffers, xb.permute(0, 3, 1, 2) if nchw else xb).float()
+        preds.append(logits.argmax(2).to(torch.int16).cpu())
+        yb = y[a:a + batch]
+        p = logits.softmax(2).gather(2, yb.clamp_min(0)[None, :, None].expand(len(logits), -1, 1))[..., 0]
+        probs.append(p.masked_fill(yb[None] < 0, 0).to(torch.float16).cpu())
+    return torch.cat(preds, 1).numpy(), torch.cat(probs, 1).numpy()
