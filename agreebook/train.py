@@ -12,7 +12,7 @@ One training loop (``_train_member``) does the work; around it:
 * engines: ``loop`` trains members one after another (one job at a time per process);
   ``stacked`` (``agreebook.stacked``) trains a group of members as one vmapped model, which
   a GPU needs to stay busy on small nets.  ``auto`` picks stacked on CUDA, loop on a CPU,
-  where stacking measured 0.3-0.9x the loop.  Recurrent nets always loop (vmap takes no LSTM).
+  where stacking measured 0.56x the loop (benchmarks/RESULTS.md).  Recurrent nets always loop (vmap takes no LSTM).
 * on a CPU, convolutional jobs run in worker processes with one thread each (or all cores
   for a single job): small conv nets scale across processes far better than across intra-op
   threads, and run channels_last.  Recurrent nets (chains of small matmuls) run one thread
@@ -47,11 +47,11 @@ EVAL_BATCH_OTHER = 1000
 # again; a 1-thread small st-VGG step page-faulted 8-13k times without these, ~150 with them
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
                  "MALLOC_TOP_PAD_": str(256 << 20)}
+SMALL_WORK = 20000  # example-epochs under which a collection trains in-process
 
 
 def eval_batch(device):
     return EVAL_BATCH.get(torch.device(device).type, EVAL_BATCH_OTHER)
-SMALL_WORK = 20000  # example-epochs under which a collection trains in-process
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Runtime:
     checkpoint_every_s: float = 10.0  # 0 saves after every epoch
     engine: str = "auto"  # "loop", "stacked" (members together under vmap), or "auto"
     stack: int | None = None  # members per stacked group; default: what fits in GPU memory
-    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 on CUDA, fp32 elsewhere
+    precision: str = "auto"  # "fp32", "bf16" (fp32 weights, bf16 forward), or "auto": bf16 on CUDA only
 
 
 @dataclass(frozen=True)
@@ -333,9 +333,11 @@ def worker_main(out, worker, workers, threads, data_root, download, checkpoint_e
         print("done", job.name, flush=True)
 
 
-def _pick_engine(name, device, recurrent):
+def _pick_engine(name, device, recurrent, stack=None):
     if name not in ("auto", "loop", "stacked"):
         raise ConfigError(f"unknown engine {name!r}; use 'loop', 'stacked' or 'auto'")
+    if stack is not None and (not isinstance(stack, int) or stack < 1):
+        raise ConfigError(f"stack is the number of members trained together: a positive integer; got {stack!r}")
     if name == "stacked" and recurrent:
         raise ConfigError("recurrent nets (LSTM) do not run under torch.func.vmap; use engine='loop'")
     if name == "auto":
@@ -418,7 +420,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     # a recurrent net is a chain of small matmuls: a second thread costs more in synchronisation
     # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
     serial = _recurrent(sample)
-    engine = _pick_engine(rt.engine, device, serial)
+    engine = _pick_engine(rt.engine, device, serial, rt.stack)
     precision = _pick_precision(rt.precision, device)
     ident = _identity(cfg, ds)
     ident_path = out / "config.json"

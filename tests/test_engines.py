@@ -181,6 +181,8 @@ def test_engine_and_precision_are_checked(tmp_path, offline_root):
         train_collection(cfg, tmp_path / "a", Runtime(progress=False, engine="vmap"))
     with pytest.raises(ConfigError, match="unknown precision"):
         train_collection(cfg, tmp_path / "b", Runtime(progress=False, precision="fp16"))
+    with pytest.raises(ConfigError, match="positive integer"):
+        train_collection(cfg, tmp_path / "b", Runtime(progress=False, engine="stacked", stack=0))
     text = TrainConfig(dataset="stackoverflow_titles", arch="bilstm_attention", n_models=2, epochs=(1,))
     with pytest.raises(ConfigError, match="vmap"):
         train_collection(text, tmp_path / "c", Runtime(progress=False, engine="stacked", data_root=str(offline_root)))
