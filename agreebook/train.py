@@ -131,21 +131,30 @@ def _tensors(x, mean, std, size):
     return t.contiguous()
 
 
+def vectors_width(path):
+    """The vector width of a GloVe-format file: that of its first line with a word and at least
+    two numbers (a word2vec header, ``count width``, is skipped)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.rstrip().split(" ")
+            if len(fields) >= 3:
+                return len(fields) - 1
+    raise ConfigError(f"{path} holds no word vectors; is it a GloVe-format text file (word v1 v2 ...)?")
+
+
 def load_vectors(path, vocabulary):
     """A GloVe-format file (``word v1 v2 ...`` per line) as an embedding matrix for token ids:
-    (len(vocabulary) + 2, dim) float32; rows of words it lacks (and padding, unknown) stay 0.
-    Returns (matrix, number of vocabulary words found)."""
+    (len(vocabulary) + 2, vectors_width(path)) float32; rows of words it lacks (and padding,
+    unknown) stay 0.  Returns (matrix, number of vocabulary words found)."""
     index = {w: i + 2 for i, w in enumerate(vocabulary)}
-    rows, dim = {}, None
+    dim = vectors_width(path)
+    rows = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             word, *vals = line.rstrip().split(" ")
-            if word in index and vals:
-                if dim is None:
-                    dim = len(vals)
-                if len(vals) == dim:
-                    rows[index[word]] = np.asarray(vals, np.float32)
-    if dim is None:
+            if word in index and len(vals) == dim:
+                rows[index[word]] = np.asarray(vals, np.float32)
+    if not rows:
         raise ConfigError(f"{path} holds no vector for any of the {len(vocabulary)} vocabulary words; "
                           "is it a GloVe-format text file?")
     matrix = np.zeros((len(vocabulary) + 2, dim), np.float32)
@@ -166,11 +175,9 @@ class _Data:
             for split, x in ds.ood.items():
                 self.x[split] = torch.from_numpy(x).to(device)
                 self.y[split] = torch.full((len(x),), -1, dtype=torch.int64, device=device)
-            dim = TEXT_EMBEDDING_DIM
             if embeddings:
-                matrix, _ = load_vectors(embeddings, ds.vocabulary)
-                self.vectors, dim = torch.from_numpy(matrix), matrix.shape[1]
-            self.in_shape = (len(ds.vocabulary) + 2, ds.x_train.shape[1], dim)
+                self.vectors = torch.from_numpy(load_vectors(embeddings, ds.vocabulary)[0])
+            self.in_shape = _in_shape(ds, embeddings)
             self.n_classes = ds.n_classes
             return
         size = input_size(arch, (ds.x_train.shape[3], *ds.x_train.shape[1:3]))
@@ -393,14 +400,11 @@ def _identity(cfg, ds):
     return {"config": cfg.to_dict(), "data_fingerprint": ds.fingerprint()}
 
 
-def _in_shape(ds, cfg):
+def _in_shape(ds, embeddings=None):
     """What build_model takes for this data: (C, H, W), or (vocab, max_len, emb_dim) for text."""
     if not ds.is_text:
         return (ds.x_train.shape[3], *ds.x_train.shape[1:3])
-    dim = TEXT_EMBEDDING_DIM
-    if cfg.embeddings:
-        with open(cfg.embeddings, encoding="utf-8", errors="replace") as f:
-            dim = len(f.readline().rstrip().split(" ")) - 1
+    dim = vectors_width(embeddings) if embeddings else TEXT_EMBEDDING_DIM
     return (len(ds.vocabulary) + 2, ds.x_train.shape[1], dim)
 
 
@@ -416,7 +420,7 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     device = _pick_device(rt.device)
     ds = prepare_dataset(cfg, rt.data_root, rt.download)
     with torch.device("meta"):  # its structure and size only: no init, no memory
-        sample = build_model(cfg.arch, _in_shape(ds, cfg), ds.n_classes, cfg.activation, cfg.dropout)
+        sample = build_model(cfg.arch, _in_shape(ds, cfg.embeddings), ds.n_classes, cfg.activation, cfg.dropout)
     # a recurrent net is a chain of small matmuls: a second thread costs more in synchronisation
     # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
     serial = _recurrent(sample)

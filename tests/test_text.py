@@ -65,7 +65,7 @@ def test_bilstm_attention_handles_padding_only_rows():
 def test_glove_vectors_initialise_the_embedding(tmp_path, offline_root):
     ds = load_dataset("stackoverflow_titles", root=offline_root)
     glove = tmp_path / "glove.txt"
-    glove.write_text("to 1 2 3\nnotaword 9 9 9\nin 4 5 6\n")
+    glove.write_text("400000 3\nto 1 2 3\nnotaword 9 9 9\nin 4 5 6\n")  # a word2vec header is skipped
     matrix, found = load_vectors(glove, ds.vocabulary)
     assert found == 2 and matrix.shape == (len(ds.vocabulary) + 2, 3)
     np.testing.assert_array_equal(matrix[2], [1, 2, 3])  # "to" is token 2
@@ -75,6 +75,8 @@ def test_glove_vectors_initialise_the_embedding(tmp_path, offline_root):
                       train_size=200, test_size=100, embeddings=str(glove))
     rec = train_collection(cfg, tmp_path / "run", Runtime(progress=False, data_root=str(offline_root)))
     assert rec.meta["config"]["embeddings"] == str(glove) and rec.predictions["test"].shape == (2, 1, 100)
+    assert rec.meta["n_parameters"] == sum(p.numel() for p in build_model(
+        "bilstm_attention", (len(ds.vocabulary) + 2, ds.x_train.shape[1], 3), ds.n_classes).parameters())
     (tmp_path / "empty.txt").write_text("zzz 1 2\n")
     with pytest.raises(ConfigError, match="holds no vector for any"):
         load_vectors(tmp_path / "empty.txt", ds.vocabulary)
