@@ -147,6 +147,11 @@ def test_cli_train_and_report(tmp_path):
         assert len(summary["test"][key]) == 2
     r = run("report", str(out))
     assert "bimod" in r.stdout and (out / "tp_agreement_map_test.png").exists()
+    r = run("train", "--out", str(tmp_path / "s"), "--models", "2", "--epochs", "1", "--arch", "fc",
+            "--engine", "stacked", "--stack", "2", "--precision", "bf16")
+    assert r.returncode == 0, r.stderr
+    meta = Record.load(tmp_path / "s").meta
+    assert (meta["engine"], meta["stack"], meta["precision"]) == ("stacked", 2, "bf16")
     r = run("train", "--out", str(tmp_path / "x"), "--dataset", "nope")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "known datasets" in r.stderr
     assert not (tmp_path / "x").exists()
