@@ -108,6 +108,14 @@ def save_report_figures(record, directory, scale=None):
     return paths
 
 
+def _finish_axes(fig, ax, title, legend_size=8):
+    """The end of a one-axes figure: legend, title wrapped to the figure's width, layout."""
+    ax.legend(fontsize=legend_size)
+    ax.set_title(_wrap(title, fig.get_figwidth()), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _finish_grid(fig, axes, title):
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(_wrap(title, fig.get_figwidth(), 10), fontsize=10)
@@ -374,10 +382,7 @@ def accuracy_by_stage(curves, title):
         ax.plot(np.arange(1, len(acc) + 1), acc, label=label)
     ax.set_xlabel("weak learners")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
-    ax.set_title(_wrap(title, 5.5), fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish_axes(fig, ax, title)
 
 
 def matched_accuracy(table, label_a, label_b, title):
@@ -399,10 +404,7 @@ def matched_accuracy(table, label_a, label_b, title):
                     color="tab:gray")
     ax.set_xlabel("ensemble accuracy (the stronger collection)")
     ax.set_ylabel("fraction of examples")
-    ax.legend(fontsize=8)
-    ax.set_title(_wrap(title, 6), fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish_axes(fig, ax, title)
 
 
 def bimodality_over_training(table, title):
@@ -418,7 +420,4 @@ def bimodality_over_training(table, title):
     ax.set_xscale("log", base=2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("bimodality (lower = more bimodal)")
-    ax.legend(fontsize=7)
-    ax.set_title(_wrap(title, 6), fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish_axes(fig, ax, title, legend_size=7)
