@@ -64,6 +64,19 @@ def member_optimizer_state(state, m):
     return out
 
 
+def _fp32_norms(base):
+    """For bf16: normalisation layers run in fp32 beside their fp32 running statistics, as under
+    autocast (hooks cast their input up and their output back to bf16).  Returns the names of
+    their parameters, which stay fp32."""
+    names = set()
+    for name, mod in base.named_modules():
+        if isinstance(mod, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+            mod.register_forward_pre_hook(lambda m, args: (args[0].float(), *args[1:]))
+            mod.register_forward_hook(lambda m, args, out: out.to(torch.bfloat16))
+            names |= {f"{name}.{p}".lstrip(".") for p, _ in mod.named_parameters(recurse=False)}
+    return names
+
+
 def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_epoch=lambda: None,
                 precision="fp32"):
     """Train ``jobs`` (same length and recorded epochs, and all at the same checkpointed epoch)
@@ -95,10 +108,11 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
     del models
 
     low = torch.bfloat16 if precision == "bf16" else None
+    fp32 = _fp32_norms(base) if low is not None else set()
 
     def call(p, b, xb):
         if low is not None:  # autocast does not reach inside vmap: cast by hand, fp32 master weights
-            p = {k: v.to(low) for k, v in p.items()}
+            p = {k: v if k in fp32 else v.to(low) for k, v in p.items()}
             xb = xb.to(low) if xb.is_floating_point() else xb
         return functional_call(base, (p, b), (xb,))
 

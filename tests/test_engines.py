@@ -160,6 +160,9 @@ def test_stacked_engine_takes_batch_norm_nets(tmp_path):
     ck = [torch.load(p, weights_only=False)["model"] for p in paths]
     assert not torch.equal(ck[0]["bn1.running_mean"], ck[1]["bn1.running_mean"])  # each its own statistics
     assert int(ck[0]["bn1.num_batches_tracked"]) == 2
+    # bf16: batch norm runs in fp32 beside its fp32 statistics (a bf16 weight was refused)
+    bf16 = train_collection(cfg, tmp_path / "bf16", Runtime(progress=False, engine="stacked", precision="bf16"))
+    assert bf16.is_complete and bf16.meta["precision"] == "bf16"
 
 
 def test_bf16_precision_takes_effect_and_tracks_fp32(tmp_path):
