@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from bench_train import matmul_ceiling  # this folder is on sys.path when run as a script
+
 SHAPES = [  # (m, k, n) of each product in one training step, batch 100
     (100, 3072, 512), (100, 512, 512), (100, 512, 10),  # forward
     (512, 100, 10), (100, 10, 512),  # layer 3: weight grad, input grad
@@ -42,17 +44,6 @@ def steps_per_s(seconds=3.0):
     return statistics.median(rates)
 
 
-def ceiling(n=2048, reps=20):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
-
-
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         torch.set_num_threads(1)
@@ -60,14 +51,14 @@ def main():
         return
     cores = os.cpu_count()
     torch.set_num_threads(cores)
-    c0 = ceiling()
+    c0 = matmul_ceiling()
     together = steps_per_s() * FLOPS / 1e9
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, __file__, "--child"], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(cores)]
     apart = sum(float(p.communicate()[0]) for p in procs) * FLOPS / 1e9
     torch.set_num_threads(cores)
-    c = statistics.median([c0, ceiling()])
+    c = statistics.median([c0, matmul_ceiling()])
     print(f"FC step GEMMs ({FLOPS / 1e9:.3f} GFLOP a step), {cores} cores, fp32 matmul ceiling {c:.0f} GFLOP/s")
     print(f"  one process, {cores} threads:   {together:6.1f} GFLOP/s  {100 * together / c:4.0f}% ceiling")
     print(f"  {cores} processes, 1 thread each: {apart:6.1f} GFLOP/s  {100 * apart / c:4.0f}% ceiling")
