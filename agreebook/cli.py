@@ -61,7 +61,8 @@ def _parser():
                         "(auto: stacked on CUDA, loop on a CPU)")
     t.add_argument("--stack", type=int, help="members per stacked group (default: what fits in GPU memory)")
     t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="bf16 runs forward and loss under autocast (auto: bf16 on CUDA, fp32 on a CPU)")
+                   help="bf16: the forward pass in bf16 on fp32 weights, the loss in fp32 "
+                        "(auto: bf16 on CUDA, fp32 on a CPU)")
     t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                    help="save a member's state after an epoch once this long has passed (0: every epoch)")
     r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")
