@@ -29,7 +29,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .io import atomic_torch_save
 from .models import FastDropout, FastELU
-from .train import _fresh_model, _optimizer, _rng_state, _set_rng_state, eval_batch, learning_rate
+from .train import (_fresh_model, _optimizer, _rng_state, _set_rng_state, eval_batch, finished_checkpoint,
+                    learning_rate)
 
 
 def plain_copy(model):
@@ -146,7 +147,10 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
                                             eval_batch(device))
                     for m in range(len(jobs)):
                         outs[m][s]["pred"][row], outs[m][s]["prob"][row] = preds[m], probs[m]
-        if epoch == total or time.perf_counter() - saved_at >= checkpoint_every_s:
+        if epoch == total:
+            for m, path in enumerate(ckpt_paths):
+                atomic_torch_save(path, finished_checkpoint(epoch, outs[m]))
+        elif time.perf_counter() - saved_at >= checkpoint_every_s:
             state, rng = opt.state_dict(), _rng_state(device)
             for m, path in enumerate(ckpt_paths):
                 weights = {k: v[m].detach().clone() for k, v in {**params, **buffers}.items()}

@@ -136,6 +136,7 @@ def test_stacked_group_resumes_to_the_same_predictions_and_the_loop_reads_its_ch
         train_group(jobs, cfg, data, paths2, "cpu", on_epoch=kill)
     assert torch.load(paths2[0], weights_only=False)["epoch"] == 2
     resumed = train_group(jobs, cfg, data, paths2, "cpu")
+    assert set(torch.load(paths2[0], weights_only=False)) == {"epoch", "out"}  # finished: predictions only
     for w, r in zip(whole, resumed):
         for s in w:
             np.testing.assert_array_equal(w[s]["pred"], r[s]["pred"])
@@ -155,8 +156,16 @@ def test_stacked_engine_takes_batch_norm_nets(tmp_path):
                       batch_size=50)
     rec = train_collection(cfg, tmp_path / "r", STACKED)
     assert rec.is_complete and rec.predictions["test"].shape == (2, 1, 50)
-    cfg, data, jobs, paths = _group(tmp_path, cfg, "bn")
-    train_group(jobs, cfg, data, paths, "cpu")
+    cfg, data, jobs, paths = _group(tmp_path, cfg.replace(epochs=(1, 2)), "bn")
+    calls = []
+
+    def stop_after_epoch_1():  # an unfinished member's checkpoint keeps its weights and statistics
+        calls.append(1)
+        if len(calls) == len(jobs):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_group(jobs, cfg, data, paths, "cpu", on_epoch=stop_after_epoch_1)
     ck = [torch.load(p, weights_only=False)["model"] for p in paths]
     assert not torch.equal(ck[0]["bn1.running_mean"], ck[1]["bn1.running_mean"])  # each its own statistics
     assert int(ck[0]["bn1.num_batches_tracked"]) == 2
