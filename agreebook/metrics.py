@@ -219,13 +219,14 @@ def class_accuracies(predictions, labels, n_classes=None):
     """
     preds, labels = _check_predictions(predictions, labels)
     n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
-    right = preds == labels
-    out = np.full((*preds.shape[:2], n_classes), np.nan)
-    for c in range(n_classes):
-        cols = labels == c
-        if cols.any():
-            out[:, :, c] = right[:, :, cols].mean(axis=2)
-    return out
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    # one weighted bincount per (model, epoch) row: a pass per class was O(classes x examples)
+    hits = np.stack([np.bincount(labels, weights=row == labels, minlength=n_classes)
+                     for row in preds.reshape(-1, preds.shape[2])])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = hits / counts
+    out[:, counts == 0] = np.nan
+    return out.reshape(*preds.shape[:2], n_classes)
 
 
 def null_tp_agreement_by_class(predictions, labels, n_classes=None):
@@ -242,10 +243,12 @@ def null_tp_agreement_by_class(predictions, labels, n_classes=None):
     preds, labels = _check_predictions(predictions, labels)
     recall = class_accuracies(preds, labels, n_classes)
     counts = np.bincount(labels, minlength=recall.shape[2])
-    pmf = np.zeros((preds.shape[1], preds.shape[0] + 1))
-    for c in np.flatnonzero(counts):
-        pmf += counts[c] / counts.sum() * null_tp_agreement(recall[:, :, c])
-    return pmf
+    present = np.flatnonzero(counts)
+    n_models, n_epochs = preds.shape[:2]
+    # every (epoch, class) Poisson-binomial in one pass: (n_epochs * n_present, n_models + 1)
+    per_class = null_tp_agreement(recall[:, :, present].reshape(n_models, -1))
+    per_class = per_class.reshape(n_epochs, len(present), n_models + 1)
+    return np.einsum("c,eck->ek", counts[present] / counts.sum(), per_class)
 
 
 def null_bimodality(accuracy):
