@@ -120,6 +120,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="alternations of loop / trainer / ceiling per row")
     ap.add_argument("--no-kernels", action="store_true", help="skip the kernel section")
     ap.add_argument("--engine", default="auto", help="the trainer's engine: auto, loop or stacked")
+    ap.add_argument("--precision", default="auto",
+                    help="the trainer's precision: auto (fp32 on a CPU), fp32 or bf16 (the loop stays fp32)")
     a = ap.parse_args()
     cores = os.cpu_count()
     print(f"machine: {cores} cores, torch {torch.__version__}")
@@ -136,7 +138,7 @@ def main():
         print(f"  fast / torch: {step['torch'] / step['fast']:.2f}x")
     print(f"\nwork: 1 epoch on {a.train_size} CIFAR-10 images (JPEG-q75 offline copy) + eval on "
           f"{a.train_size}+{a.test_size}, per member; medians of {a.repeats} alternations; "
-          f"trainer engine {a.engine}\n")
+          f"trainer engine {a.engine}, precision {a.precision}\n")
     print(f"{'arch':<13} {'N':>3} {'loop s':>8} {'trainer s':>9} {'speedup':>8} {'loop GF/s':>10} "
           f"{'trainer GF/s':>12} {'ceiling':>8} {'% ceiling':>9}")
     for arch in a.archs:
@@ -157,7 +159,7 @@ def main():
                     t = time.perf_counter()
                     train_collection(cfg.replace(n_models=max(n, 2)), out,
                                      Runtime(data_root=a.data_root, progress=False, workers=None if n >= 2 else 1,
-                                             engine=a.engine))
+                                             engine=a.engine, precision=a.precision))
                     # a collection needs 2 members: for N=1 time 2 sequential ones, per member
                     trainers.append((time.perf_counter() - t) / (2 if n < 2 else 1))
             torch.set_num_threads(cores)
