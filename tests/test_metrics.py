@@ -222,3 +222,16 @@ def test_class_null_equals_accuracy_null_when_recall_is_the_same_on_every_class(
     preds = np.where(right, labels, 1 - labels).astype(np.int16)
     np.testing.assert_allclose(M.null_tp_agreement_by_class(preds, labels),
                                M.null_tp_agreement(M.accuracies(preds, labels)))
+
+
+def test_class_null_skips_a_class_without_examples_and_mixes_by_class_share():
+    # classes 0 and 2 hold 3 and 1 examples, class 1 none; 2 models, 1 epoch
+    labels = np.array([0, 0, 0, 2])
+    preds = np.array([[[0, 0, 1, 2]], [[0, 1, 1, 0]]], np.int16)  # recalls: (2/3, 1), (1/3, 0)
+    recall = M.class_accuracies(preds, labels, n_classes=3)
+    np.testing.assert_allclose(recall[:, 0, [0, 2]], [[2 / 3, 1], [1 / 3, 0]])
+    assert np.isnan(recall[:, :, 1]).all()
+    a, b = 2 / 3, 1 / 3  # class 0: Poisson-binomial of (2/3, 1/3); class 2: (1, 0) -> exactly 1 right
+    class0 = [(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b]
+    np.testing.assert_allclose(M.null_tp_agreement_by_class(preds, labels, n_classes=3)[0],
+                               0.75 * np.array(class0) + 0.25 * np.array([0, 1, 0]))
