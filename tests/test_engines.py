@@ -199,3 +199,13 @@ def test_engine_and_precision_are_checked(tmp_path, offline_root):
     with pytest.raises(ConfigError, match="vmap"):
         train_collection(text, tmp_path / "c", Runtime(progress=False, engine="stacked", data_root=str(offline_root)))
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_a_stacked_group_shares_one_eval_batch(tmp_path, monkeypatch):
+    # M members each at the loop's eval batch would hold M times its activations on a GPU
+    import agreebook.stacked as st
+    seen, real = [], st._predict
+    monkeypatch.setattr(st, "_predict", lambda *a: seen.append(a[-1]) or real(*a))
+    cfg, data, jobs, paths = _group(tmp_path, TrainConfig(**{**SMALL, "epochs": (1,)}), "eval")
+    train_group(jobs, cfg, data, paths, "cpu")
+    assert seen == [250 // 3] * 2  # train and test splits, CPU eval batch 250 over 3 members
