@@ -53,7 +53,7 @@ def _parser():
                    help="any other setting of TrainConfig, e.g. --set lr=0.01 --set optimizer=adam")
     t.add_argument("--data-root", help="data folder (default $AGREEBOOK_DATA or ~/.cache/agreebook)")
     t.add_argument("--no-download", action="store_true", help="never let torchvision download")
-    t.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     t.add_argument("--workers", type=int,
                    help="CPU worker processes (default: one per core for conv nets, else 1)")
     t.add_argument("--engine", default="auto", choices=["auto", "loop", "stacked"],

@@ -57,7 +57,7 @@ def eval_batch(device):
 @dataclass
 class Runtime:
     """How to run, not what: none of this changes a CPU record (thread counts are logged)."""
-    device: str = "auto"  # "cpu", "cuda", or "auto"
+    device: str = "auto"  # "cpu", "cuda", "cuda:N", or "auto"
     workers: int | None = None  # CPU worker processes; default min(jobs, cores)
     data_root: str | None = None
     download: bool = True
@@ -356,7 +356,7 @@ def _pick_engine(name, device, recurrent, stack=None):
     if name == "stacked" and recurrent:
         raise ConfigError("recurrent nets (LSTM) do not run under torch.func.vmap; use engine='loop'")
     if name == "auto":
-        return "stacked" if device == "cuda" and not recurrent else "loop"
+        return "stacked" if torch.device(device).type == "cuda" and not recurrent else "loop"
     return name
 
 
@@ -364,7 +364,7 @@ def _pick_precision(name, device):
     if name not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"unknown precision {name!r}; use 'fp32', 'bf16' or 'auto'")
     if name == "auto":
-        return "bf16" if device == "cuda" else "fp32"
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return name
 
 
@@ -391,11 +391,22 @@ def _stack_size(cfg, data, jobs, device, precision):
 
 
 def _pick_device(name):
+    """"auto", "cpu", "cuda" or "cuda:N" -> the device to train on."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device; use device='cpu'")
-    return name
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device; use device='cpu'")
+        if (dev.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                              "device(s), numbered from 0")
+    return "cpu" if dev.type == "cpu" else str(dev)
 
 
 def _versions():

@@ -195,6 +195,11 @@ def test_engine_and_precision_are_checked(tmp_path, offline_root):
         train_collection(cfg, tmp_path / "b", Runtime(progress=False, precision="fp16"))
     with pytest.raises(ConfigError, match="positive integer"):
         train_collection(cfg, tmp_path / "b", Runtime(progress=False, engine="stacked", stack=0))
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        train_collection(cfg, tmp_path / "b", Runtime(progress=False, device="gpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA device"):
+            train_collection(cfg, tmp_path / "b", Runtime(progress=False, device="cuda:1"))
     text = TrainConfig(dataset="stackoverflow_titles", arch="bilstm_attention", n_models=2, epochs=(1,))
     with pytest.raises(ConfigError, match="vmap"):
         train_collection(text, tmp_path / "c", Runtime(progress=False, engine="stacked", data_root=str(offline_root)))
