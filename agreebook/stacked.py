@@ -146,7 +146,7 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
                     # the group shares one eval batch: M members at a loop's batch each would
                     # hold M times its activations, more than _stack_size measured
                     preds, probs = _predict(eval_fwd, params, buffers, data.x[s], data.y[s], nchw,
-                                            max(1, eval_batch(device) // len(jobs)))
+                                            max(1, eval_batch(device, base) // len(jobs)))
                     for m in range(len(jobs)):
                         outs[m][s]["pred"][row], outs[m][s]["prob"][row] = preds[m], probs[m]
         if epoch == total:
