@@ -7,8 +7,8 @@ One training loop (``_train_member``) does the work; around it:
 * a job checkpoints (model, optimiser, RNG and data-order state, its predictions so far)
   atomically after an epoch once ``checkpoint_every_s`` has passed since its last one, and
   its predictions alone at its end, so a killed run resumes near where it stopped and ends
-  with the record an uninterrupted run writes.  Short epochs are not each saved: for a small net the save
-  cost more than the epoch.
+  with the record an uninterrupted run writes.  Short epochs are not each saved: for a small
+  net the save cost more than the epoch.
 * engines: ``loop`` trains members one after another (one job at a time per process);
   ``stacked`` (``agreebook.stacked``) trains a group of members as one vmapped model, which
   a GPU needs to stay busy on small nets.  ``auto`` picks stacked on CUDA, loop on a CPU,
@@ -397,7 +397,7 @@ def _stack_size(cfg, data, jobs, device, precision):
 
 
 def _pick_device(name):
-    """"auto", "cpu", "cuda" or "cuda:N" -> the device to train on."""
+    """The device to train on, from "auto", "cpu", "cuda" or "cuda:N"."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
