@@ -96,3 +96,13 @@ def test_transforms():
     assert sub.classes == ["3", "8"] and set(sub.y_train) == {0, 1}
     with pytest.raises(D.DatasetError, match="no classes"):
         D.class_subset(ds, ["cat"])
+
+
+def test_channel_mean_sd_matches_numpy_across_chunks():
+    x = np.random.default_rng(0).integers(0, 256, (97, 5, 4, 3), dtype=np.uint8)
+    x[..., 2] //= 7  # channels with other spreads
+    flat = x.reshape(-1, 3)
+    for rows in (1, 50, 1 << 20):  # chunk edges must not matter
+        mean, sd = D._channel_mean_sd(x, rows=rows)
+        np.testing.assert_array_equal(mean, flat.mean(0))  # integer sums: exact
+        np.testing.assert_allclose(sd, flat.std(0), rtol=1e-12)
