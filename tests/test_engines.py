@@ -120,20 +120,25 @@ def _group(tmp_path, cfg, name):
     return cfg, data, jobs, [folder / f"{j.name}.pt" for j in jobs]
 
 
+def _interrupt_after(n_ticks):
+    """An on_epoch callback that interrupts training at its n-th call (one call per member and epoch)."""
+    calls = []
+
+    def tick():
+        calls.append(1)
+        if len(calls) == n_ticks:
+            raise KeyboardInterrupt
+
+    return tick
+
+
 def test_stacked_group_resumes_to_the_same_predictions_and_the_loop_reads_its_checkpoints(tmp_path):
     cfg = TrainConfig(**{**SMALL, "epochs": (1, 2, 3)})
     cfg, data, jobs, paths = _group(tmp_path, cfg, "whole")
     whole = train_group(jobs, cfg, data, paths, "cpu")
     _, _, _, paths2 = _group(tmp_path, cfg, "killed")
-    calls = []
-
-    def kill():
-        calls.append(1)
-        if len(calls) == 2 * len(jobs):  # after epoch 2, checkpoints written
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_group(jobs, cfg, data, paths2, "cpu", on_epoch=kill)
+    with pytest.raises(KeyboardInterrupt):  # after epoch 2, checkpoints written
+        train_group(jobs, cfg, data, paths2, "cpu", on_epoch=_interrupt_after(2 * len(jobs)))
     assert torch.load(paths2[0], weights_only=False)["epoch"] == 2
     resumed = train_group(jobs, cfg, data, paths2, "cpu")
     assert set(torch.load(paths2[0], weights_only=False)) == {"epoch", "out"}  # finished: predictions only
@@ -144,8 +149,7 @@ def test_stacked_group_resumes_to_the_same_predictions_and_the_loop_reads_its_ch
     # the checkpoint format is the loop engine's: a member stacked to epoch 2 finishes in the loop
     _, _, _, paths3 = _group(tmp_path, cfg, "mixed")
     with pytest.raises(KeyboardInterrupt):
-        calls.clear()
-        train_group(jobs, cfg, data, paths3, "cpu", on_epoch=kill)
+        train_group(jobs, cfg, data, paths3, "cpu", on_epoch=_interrupt_after(2 * len(jobs)))
     out = _train_member(jobs[0], cfg, data, paths3[0], "cpu")
     np.testing.assert_array_equal(out["test"]["pred"][:2], whole[0]["test"]["pred"][:2])
     assert (out["test"]["pred"][2] == whole[0]["test"]["pred"][2]).mean() > 0.7  # dropout masks differ
@@ -157,15 +161,8 @@ def test_stacked_engine_takes_batch_norm_nets(tmp_path):
     rec = train_collection(cfg, tmp_path / "r", STACKED)
     assert rec.is_complete and rec.predictions["test"].shape == (2, 1, 50)
     cfg, data, jobs, paths = _group(tmp_path, cfg.replace(epochs=(1, 2)), "bn")
-    calls = []
-
-    def stop_after_epoch_1():  # an unfinished member's checkpoint keeps its weights and statistics
-        calls.append(1)
-        if len(calls) == len(jobs):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_group(jobs, cfg, data, paths, "cpu", on_epoch=stop_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):  # after epoch 1 of 2: checkpoints with weights and statistics
+        train_group(jobs, cfg, data, paths, "cpu", on_epoch=_interrupt_after(len(jobs)))
     ck = [torch.load(p, weights_only=False)["model"] for p in paths]
     assert not torch.equal(ck[0]["bn1.running_mean"], ck[1]["bn1.running_mean"])  # each its own statistics
     assert int(ck[0]["bn1.num_batches_tracked"]) == 2
