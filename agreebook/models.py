@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 class _ELUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):

@@ -12,7 +12,8 @@ One training loop (``_train_member``) does the work; around it:
 * engines: ``loop`` trains members one after another (one job at a time per process);
   ``stacked`` (``agreebook.stacked``) trains a group of members as one vmapped model, which
   a GPU needs to stay busy on small nets.  ``auto`` picks stacked on CUDA, loop on a CPU,
-  where stacking measured 0.56x the loop (benchmarks/RESULTS.md).  Recurrent nets always loop (vmap takes no LSTM).
+  where stacking measured 0.56x the loop (benchmarks/RESULTS.md).  Recurrent nets always
+  loop (vmap takes no LSTM).
 * on a CPU, convolutional jobs run in worker processes with one thread each (or all cores
   for a single job): small conv nets scale across processes far better than across intra-op
   threads, and run channels_last.  Recurrent nets (chains of small matmuls) run one thread
@@ -224,6 +225,12 @@ def _autocast(device, precision):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def _loss(model, data, idx, device, precision):
+    """The training loss of ``model`` on training examples ``idx`` (the logits in fp32)."""
+    with _autocast(device, precision):
+        return F.cross_entropy(model(_Data.nchw(data.x["train"][idx])).float(), data.y["train"][idx])
+
+
 @torch.inference_mode()
 def predict(model, x, y, nchw=True, batch=None, precision="fp32"):
     """Predicted labels (int16) and true-class probabilities (float16) in eval mode."""
@@ -298,18 +305,15 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
         _set_rng_state(ck, device)
         order.set_state(ck["order"])
         out, start = ck["out"], ck["epoch"]
-    x, y = data.x["train"], data.y["train"]
-    n = len(y)
+    n = len(data.y["train"])
     saved_at = time.perf_counter()
     for epoch in range(start + 1, job.total + 1):
         for g in opt.param_groups:
             g["lr"] = learning_rate(cfg, epoch)
         model.train()
-        perm = torch.randperm(n, generator=order).to(x.device)
+        perm = torch.randperm(n, generator=order).to(data.y["train"].device)
         for a in range(0, n, cfg.batch_size):
-            idx = perm[a:a + cfg.batch_size]
-            with _autocast(device, precision):
-                loss = F.cross_entropy(model(_Data.nchw(x[idx])).float(), y[idx])
+            loss = _loss(model, data, perm[a:a + cfg.batch_size], device, precision)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -384,9 +388,8 @@ def _stack_size(cfg, data, jobs, device, precision):
     torch.cuda.reset_peak_memory_stats(device)
     model = _fresh_model(jobs[0], cfg, data, device)
     opt = _optimizer(cfg, model.parameters())
-    idx = torch.arange(min(cfg.batch_size, len(data.y["train"])), device=device)
-    with _autocast(device, precision):
-        loss = F.cross_entropy(model(_Data.nchw(data.x["train"][idx])).float(), data.y["train"][idx])
+    loss = _loss(model, data, torch.arange(min(cfg.batch_size, len(data.y["train"])), device=device), device,
+                 precision)
     loss.backward()
     opt.step()
     per_member = torch.cuda.max_memory_allocated(device) - before
@@ -484,7 +487,8 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     # worker start-up (~2 s: torch import, data) only pays off on enough work
     work = len(ds.y_train) * sum(j.total for j in jobs)
     default_workers = cores if (_uses_conv(sample) or serial) and work >= SMALL_WORK else 1
-    workers = 1 if device != "cpu" or engine == "stacked" else max(1, min(rt.workers or default_workers, len(jobs), cores))
+    workers = (1 if device != "cpu" or engine == "stacked"
+               else max(1, min(rt.workers or default_workers, len(jobs), cores)))
     threads = (1 if serial else max(1, cores // workers)) if device == "cpu" else torch.get_num_threads()
     meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
             "n_models": cfg.n_models, "protocol": cfg.protocol, "classes": list(ds.classes),
