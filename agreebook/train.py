@@ -289,6 +289,11 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
                   precision="fp32"):
     """Train one job to its end, checkpointing as it goes; returns its predictions (and puts
     the trained model in ``keep["model"]`` when a dict is given)."""
+    ck = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    if ck is not None and ck["epoch"] == job.total:  # finished: its checkpoint holds no weights
+        if keep is None:
+            return ck["out"]
+        ck = None  # the caller wants the trained net: train it again from its seeds
     model = _fresh_model(job, cfg, data, device)
     if _uses_conv(model):
         model = model.to(memory_format=torch.channels_last)
@@ -298,8 +303,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
     out = {s: {"pred": np.full((n_rec, len(data.y[s])), -1, np.int16),
                "prob": np.zeros((n_rec, len(data.y[s])), np.float16)} for s in data.x}
     start = 0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck, device)
@@ -339,8 +343,8 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
 # Plain subprocesses, not multiprocessing: spawn re-imports the caller's __main__, which breaks
 # scripts without a main guard and some notebooks; a worker rebuilds its data from the config.
 
-def worker_main(out, worker, workers, threads, data_root, download, checkpoint_every_s):
-    """Entry point of ``python -m agreebook.worker``: train jobs[worker::workers] of <out>."""
+def worker_main(out, names, threads, data_root, download, checkpoint_every_s):
+    """Entry point of ``python -m agreebook.worker``: train the jobs of <out> named in ``names``."""
     import json
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(json.loads((Path(out) / "config.json").read_text())["config"])
@@ -352,7 +356,7 @@ def worker_main(out, worker, workers, threads, data_root, download, checkpoint_e
             raise SystemExit(3)
         print("epoch", flush=True)
 
-    for job in make_jobs(cfg)[worker::workers]:
+    for job in (j for j in make_jobs(cfg) if j.name in names):
         path = Path(out) / "checkpoints" / f"{job.name}.pt"
         _train_member(job, cfg, data, path, "cpu", on_epoch=tick, checkpoint_every_s=checkpoint_every_s)
         print("done", job.name, flush=True)
@@ -483,12 +487,22 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     preds = {s: np.full((cfg.n_models, n_ep, len(y)), -1, np.int16) for s, y in labels.items()}
     probs = {s: np.zeros_like(p, dtype=np.float16) for s, p in preds.items()}
     complete = np.zeros((cfg.n_models, n_ep), bool)
+    finished, started = {}, {}  # a killed run's checkpoints: finished jobs' predictions, the rest's epoch
+    for job in jobs:
+        path = ckpt_dir / f"{job.name}.pt"
+        if path.exists():
+            ck = torch.load(path, weights_only=False)
+            if ck["epoch"] == job.total:
+                finished[job.name] = ck["out"]
+            else:
+                started[job.name] = ck["epoch"]
+    todo = [j for j in jobs if j.name not in finished]
     cores = os.cpu_count() or 1
     # worker start-up (~2 s: torch import, data) only pays off on enough work
-    work = len(ds.y_train) * sum(j.total for j in jobs)
+    work = len(ds.y_train) * sum(j.total - started.get(j.name, 0) for j in todo)
     default_workers = cores if (_uses_conv(sample) or serial) and work >= SMALL_WORK else 1
     workers = (1 if device != "cpu" or engine == "stacked"
-               else max(1, min(rt.workers or default_workers, len(jobs), cores)))
+               else max(1, min(rt.workers or default_workers, len(todo), cores)))
     threads = (1 if serial else max(1, cores // workers)) if device == "cpu" else torch.get_num_threads()
     meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
             "n_models": cfg.n_models, "protocol": cfg.protocol, "classes": list(ds.classes),
@@ -517,17 +531,10 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
 
     # a resumed run adds its time to the killed run's
     wall_before = prev.meta.get("wall_time_s", 0) if prev is not None else 0
-    todo, done_epochs, started = [], 0, {}
-    for job in jobs:  # jobs finished before a kill are read back from their checkpoints
-        path = ckpt_dir / f"{job.name}.pt"
-        if path.exists():
-            ck = torch.load(path, weights_only=False)
-            done_epochs += ck["epoch"]
-            if ck["epoch"] == job.total:
-                absorb(job, ck["out"])
-                continue
-            started[job.name] = ck["epoch"]
-        todo.append(job)
+    for job in jobs:
+        if job.name in finished:
+            absorb(job, finished.pop(job.name))
+    done_epochs = sum(j.total for j in jobs) - sum(j.total - started.get(j.name, 0) for j in todo)
     from tqdm import tqdm  # tqdm.auto warns in kernels without ipywidgets
     bar = tqdm(total=sum(j.total for j in jobs), initial=done_epochs, unit="epoch", disable=not rt.progress,
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
@@ -632,11 +639,11 @@ def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
     env = {**WORKER_MALLOC, **os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
-    procs = [subprocess.Popen([sys.executable, "-m", "agreebook.worker", str(out), str(w), str(workers),
-                               str(threads), str(rt.data_root or ""), "1" if rt.download else "0",
-                               str(rt.checkpoint_every_s)],
+    procs = [subprocess.Popen([sys.executable, "-m", "agreebook.worker", str(out),
+                               ",".join(j.name for j in jobs[w::workers]), str(threads), str(rt.data_root or ""),
+                               "1" if rt.download else "0", str(rt.checkpoint_every_s)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for w in range(workers)]
+             for w in range(min(workers, len(jobs)))]
     lock = threading.Lock()
     errors = {}
 

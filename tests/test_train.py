@@ -11,8 +11,9 @@ import torch
 
 from agreebook import metrics as M
 from agreebook.config import ConfigError, TrainConfig
+from agreebook.io import atomic_torch_save
 from agreebook.record import Record, RecordError
-from agreebook.train import Runtime, learning_rate, make_jobs, train_collection
+from agreebook.train import Runtime, finished_checkpoint, learning_rate, make_jobs, train_collection
 
 SMALL = dict(dataset="digits", arch="small_st_vgg", n_models=3, epochs=(1, 2, 4, 6), train_size=400, test_size=200)
 RT = Runtime(workers=1, progress=False)
@@ -71,6 +72,24 @@ def test_killed_run_resumes_to_the_same_record(tmp_path):
     assert resumed.is_complete
     for s in ("train", "test"):
         np.testing.assert_array_equal(resumed.predictions[s], ref.predictions[s])
+
+
+def test_workers_resume_past_jobs_that_finished_before_the_kill(tmp_path):
+    # a kill can land after a job's last epoch: its checkpoint then holds predictions only, and the
+    # rerun reads them back while the workers train the other jobs (this crashed once, found by CI)
+    cfg = TrainConfig(**SMALL)
+    ref = train_collection(cfg, tmp_path / "ref", RT)
+    out = tmp_path / "resumed"
+    job = make_jobs(cfg.validate().resolved())[0]
+    marked = {s: {"pred": np.full_like(ref.predictions[s][0], 7), "prob": np.zeros(ref.predictions[s][0].shape,
+                                                                                  np.float16)}
+              for s in ref.splits}
+    atomic_torch_save(out / "checkpoints" / f"{job.name}.pt", finished_checkpoint(job.total, marked))
+    rec = train_collection(cfg, out, Runtime(workers=2, progress=False))
+    assert rec.is_complete and rec.meta["workers"] == 2
+    for s in ref.splits:
+        assert (rec.predictions[s][0] == 7).all()  # read back, not trained again
+        np.testing.assert_array_equal(rec.predictions[s][1:], ref.predictions[s][1:])
 
 
 def test_other_config_is_refused_and_bad_input_writes_nothing(tmp_path):
