@@ -479,6 +479,8 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     atomic_write_json(ident_path, ident)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
+    for stale in [*out.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:  # writes a kill cut short (io._atomic)
+        stale.unlink(missing_ok=True)
 
     jobs = make_jobs(cfg)
     n_ep = len(cfg.epochs)

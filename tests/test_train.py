@@ -81,11 +81,14 @@ def test_workers_resume_past_jobs_that_finished_before_the_kill(tmp_path):
     ref = train_collection(cfg, tmp_path / "ref", RT)
     out = tmp_path / "resumed"
     job = make_jobs(cfg.validate().resolved())[0]
-    marked = {s: {"pred": np.full_like(ref.predictions[s][0], 7), "prob": np.zeros(ref.predictions[s][0].shape,
-                                                                                  np.float16)}
-              for s in ref.splits}
+    shape = {s: ref.predictions[s][0].shape for s in ref.splits}  # (n_epochs, n_examples)
+    marked = {s: {"pred": np.full(shape[s], 7, np.int16), "prob": np.zeros(shape[s], np.float16)} for s in ref.splits}
     atomic_torch_save(out / "checkpoints" / f"{job.name}.pt", finished_checkpoint(job.total, marked))
+    half_written = [out / ".record.npz.k1ll3d.tmp", out / "checkpoints" / ".m0001.pt.k1ll3d.tmp"]
+    for p in half_written:
+        p.write_bytes(b"PK\x03")
     rec = train_collection(cfg, out, Runtime(workers=2, progress=False))
+    assert not any(p.exists() for p in half_written)
     assert rec.is_complete and rec.meta["workers"] == 2
     for s in ref.splits:
         assert (rec.predictions[s][0] == 7).all()  # read back, not trained again
