@@ -501,7 +501,8 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     todo = [j for j in jobs if j.name not in finished]
     cores = os.cpu_count() or 1
     # worker start-up (~2 s: torch import, data) only pays off on enough work
-    work = len(ds.y_train) * sum(j.total - started.get(j.name, 0) for j in todo)
+    epochs_left = sum(j.total - started.get(j.name, 0) for j in todo)
+    work = len(ds.y_train) * epochs_left
     default_workers = cores if (_uses_conv(sample) or serial) and work >= SMALL_WORK else 1
     workers = (1 if device != "cpu" or engine == "stacked"
                else max(1, min(rt.workers or default_workers, len(todo), cores)))
@@ -536,9 +537,9 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     for job in jobs:
         if job.name in finished:
             absorb(job, finished.pop(job.name))
-    done_epochs = sum(j.total for j in jobs) - sum(j.total - started.get(j.name, 0) for j in todo)
+    all_epochs = sum(j.total for j in jobs)
     from tqdm import tqdm  # tqdm.auto warns in kernels without ipywidgets
-    bar = tqdm(total=sum(j.total for j in jobs), initial=done_epochs, unit="epoch", disable=not rt.progress,
+    bar = tqdm(total=all_epochs, initial=all_epochs - epochs_left, unit="epoch", disable=not rt.progress,
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
     try:
         if engine == "stacked":
