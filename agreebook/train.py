@@ -646,7 +646,7 @@ def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
                                ",".join(j.name for j in jobs[w::workers]), str(threads), str(rt.data_root or ""),
                                "1" if rt.download else "0", str(rt.checkpoint_every_s)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for w in range(min(workers, len(jobs)))]
+             for w in range(workers)]
     lock = threading.Lock()
     errors = {}
 
