@@ -21,12 +21,14 @@ def test_fast_elu_matches_torch_forward_and_backward():
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = FastELU()(a)
     ref = F.elu(b)
-    torch.testing.assert_close(out, ref, atol=2e-7, rtol=0)
+    # exp-based ELU is not torch's kernel: equal up to float32 rounding, whose last bits
+    # depend on the CPU's vector width and the torch build (torch.testing's float32 defaults)
+    torch.testing.assert_close(out, ref)
     assert out.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(x)
     out.backward(g)
     ref.backward(g)
-    torch.testing.assert_close(a.grad, b.grad, atol=2e-7, rtol=0)
+    torch.testing.assert_close(a.grad, b.grad)
     xd = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(FastELU(), (xd,))
 
