@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -300,14 +301,24 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
         if variants:
             jobs += [(book / f"chapter{c}.ipynb", book / f"{name}.ipynb", extra)
                      for name, extra in VARIANTS.get(c, {}).items()]
+    import tempfile
     for src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
         params = {"scale": scale, **extra, **(parameters or {})}
         tqdm.write(f"executing {dst.name} with {params}")
-        pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(book), progress_bar=True,
-                            kernel_name="python3")
-        collapse_injected_parameters(dst)
+        # into a scratch copy: a failed execution must never replace a chapter
+        scratch = Path(tempfile.mkdtemp(prefix="agreebook-")) / dst.name
+        try:
+            pm.execute_notebook(str(src), str(scratch), parameters=params, cwd=str(book), progress_bar=True,
+                                kernel_name="python3")
+        except pm.PapermillExecutionError as exc:
+            raise BookError(f"{dst.name} failed ({exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}); "
+                            f"{dst} is unchanged; the failed execution is kept at {scratch}") from None
+        collapse_injected_parameters(scratch)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(scratch, tmp)
+        os.replace(tmp, dst)
+        shutil.rmtree(scratch.parent, ignore_errors=True)
     if build:
-        import shutil
         import subprocess
         exe = shutil.which("jupyter-book")
         if exe is None:

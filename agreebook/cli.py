@@ -8,9 +8,10 @@ import sys
 from .config import ConfigError, TrainConfig, check_overrides
 from .data import DATASETS, DatasetError
 from .models import ARCHS, ArchError
+from .io import LockedError
 from .record import Record, RecordError
 
-USER_ERRORS = (ConfigError, DatasetError, ArchError, RecordError)
+USER_ERRORS = (ConfigError, DatasetError, ArchError, RecordError, LockedError)
 
 
 def _value(text):
@@ -82,14 +83,20 @@ def _parser():
 def main(argv=None):
     args = _parser().parse_args(argv)
     from .book import BookError
+    from .train import WorkerError
     try:
         if args.command == "train":
             return _train(args)
         if args.command == "book":
             return _book(args)
         return _report(args)
-    except USER_ERRORS + (BookError,) as exc:
+    except USER_ERRORS + (BookError, WorkerError) as exc:
         print(f"agreebook: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder that became read-only...
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"agreebook: error:{where}: {exc.strerror or exc}; free space or fix the folder's permissions, "
+              "then run the same command again (training resumes)", file=sys.stderr)
         return 2
 
 
@@ -110,14 +117,20 @@ def _train(args):
 
 
 def _report(args):
+    import os
     from .report import format_summary, summarize
     rec = Record.load(args.dir)
+    if not args.json and not os.access(args.dir, os.W_OK | os.X_OK):
+        raise RecordError(f"cannot write the figures into {args.dir}: permission denied; use --json, or copy "
+                          "the folder somewhere writable")
     summary = summarize(rec)
     if args.json:
         print(json.dumps(summary))
         return 0
     print(format_summary(rec, summary))
-    from .plots import save_report_figures
+    from .io import remove_stale_temporaries
+    from .plots import REPORT_FIGURES, save_report_figures
+    remove_stale_temporaries(args.dir, [f"{name}_*.png" for name in REPORT_FIGURES])  # a killed report's
     for path in save_report_figures(rec, args.dir):
         print(f"wrote {path}")
     return 0

@@ -7,6 +7,7 @@ Overrides are plain keyword values, type-checked; unknown keys are errors.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from dataclasses import dataclass, fields
 from typing import Optional, Tuple
@@ -73,6 +74,13 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
         if self.n_models < 2:
             raise ConfigError(f"n_models must be at least 2 to measure agreement; got {self.n_models}")
+        for name in ("seed", "data_seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be a non-negative integer; got {getattr(self, name)}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{f.name} must be a finite number; got {v}")
         if not self.epochs or any(e < 1 for e in self.epochs) or \
                 any(b <= a for a, b in zip(self.epochs, self.epochs[1:])):
             raise ConfigError(f"epochs must be positive and strictly increasing; got {list(self.epochs)}")
@@ -84,6 +92,9 @@ class TrainConfig:
         for name in ("lr", "lr_decay", "batch_size", "lr_step"):
             if getattr(r, name) <= 0:
                 raise ConfigError(f"{name} must be positive; got {getattr(r, name)}")
+        for name in ("momentum", "weight_decay"):
+            if getattr(r, name) is not None and getattr(r, name) < 0:
+                raise ConfigError(f"{name} must be zero or positive; got {getattr(r, name)}")
         if not 0 <= r.partition < r.n_partitions:
             raise ConfigError(f"partition must be in [0, n_partitions={r.n_partitions}); got {r.partition}")
         for name in r.ood:
@@ -146,7 +157,9 @@ def check_overrides(overrides):
         base = str(t).replace("Optional[", "").rstrip("]")
         if "Tuple" in base:
             if isinstance(value, str):
-                value = [v for v in value.replace(" ", "").split(",") if v]
+                text, value = value, value.replace(" ", "").split(",") if value.strip() else []
+                if "" in value:
+                    raise ConfigError(f"{key} must be a comma-separated list without empty items; got {text!r}")
             if "int" in base:
                 if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
                     raise ConfigError(f"{key} must be a list of integers; got {value!r}")

@@ -113,6 +113,12 @@ def _load_prepared(path, name):
                    arrays["x_test"], arrays["y_test"].astype(np.int64), classes, source=f"prepared file {path}")
 
 
+def _folders(root):
+    """Every folder at or under ``root`` (none if it does not exist)."""
+    root = Path(root)
+    return {root, *(p for p in root.rglob("*") if p.is_dir())} if root.exists() else set()
+
+
 def _load_torchvision(name, root, download):
     cls_name, layout = _TORCHVISION[name]
     root = Path(root)
@@ -121,18 +127,20 @@ def _load_torchvision(name, root, download):
         return _load_prepared(path, name)
     import torchvision.datasets as tvd
     cls = getattr(tvd, cls_name)
-    created = not root.exists()
+    before = _folders(root)
     try:
         splits = [cls(root=str(root), train=t, download=download) for t in (True, False)]
     except Exception as exc:  # torchvision raises RuntimeError / URLError / OSError offline
-        if created:  # leave nothing behind: torchvision made the folders before failing
-            shutil.rmtree(root, ignore_errors=True)
+        # leave nothing behind: torchvision made its folders (e.g. MNIST/raw) before failing
+        for folder in sorted(_folders(root) - before, key=lambda p: -len(p.parts)):
+            shutil.rmtree(folder, ignore_errors=True)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise DatasetError(
-            f"dataset {name!r} is not available under {root} ({type(exc).__name__}: {exc}).\n"
+            f"dataset {name!r} is not available under {root} ({type(exc).__name__}: {why}). "
             f"Put {layout} there, or a prepared {path} with keys x_train, y_train, x_test, y_test, "
-            f"classes (uint8 NHWC images, int64 labels); or load it once with download=True "
-            f"on a machine with internet. "
-            f"Set the root with data_root=... or AGREEBOOK_DATA.") from None
+            f"classes (uint8 NHWC images, int64 labels); or let it download once on a machine with internet "
+            f"(without --no-download). Set the root with --data-root (data_root= from Python) or "
+            f"$AGREEBOOK_DATA.") from None
     arrays = {}
     for split, ds in zip(("train", "test"), splits):
         x = np.asarray(ds.data)
@@ -271,7 +279,7 @@ def _text(name, root, min_count=2, max_words=20000, **_):
     path = Path(root) / file
     if not path.exists():
         raise DatasetError(f"dataset {name!r} ({what}) is not under {root}: put {file} (columns post, tags) "
-                           f"at {path}. Set the root with data_root=... or AGREEBOOK_DATA.")
+                           f"at {path}. Set the root with --data-root (data_root= from Python) or $AGREEBOOK_DATA.")
     df = pd.read_csv(path)
     if not {"post", "tags"} <= set(df.columns):
         raise DatasetError(f"{path} needs columns post and tags; it has {list(df.columns)}")

@@ -9,55 +9,64 @@ import warnings
 import numpy as np
 
 from . import metrics as M
-from .report import summarize
+from . import stats as S
+from .analysis import ALPHA, analyze
 
 
-def _floats(values):
-    """A summarize() list (None where undefined) as a float array with NaN there."""
-    return np.array([np.nan if v is None else v for v in values], float)
+def _ci_text(ci, digits=2):
+    return [f"[{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite([lo, hi]).all() else "" for lo, hi in ci]
 
 
 def epoch_table(record, split, by_class=False):
-    """Per recorded epoch: accuracy (mean, sd over models), mean TP-agreement, bimodality of
-    TP-agreement against its null with the p-value, mean Agreement against its null; with
-    ``by_class`` also the bimodality and p-value under the null that keeps each model's
-    accuracy on every class (metrics.null_tp_agreement_by_class)."""
+    """Per recorded epoch: accuracy (mean, sd over models), mean TP-agreement, Pearson's
+    bimodality of TP-agreement with its 95% bootstrap interval against its null with the
+    p-value, mean Agreement against its null, and error consistency (kappa) with its interval;
+    with ``by_class`` also the bimodality and p-value under the null that keeps each model's
+    accuracy on every class (metrics.null_tp_agreement_by_class).  p-values are Monte Carlo
+    (analysis.N_NULL_DRAWS draws): the smallest is 1/(draws + 1), which means no draw as low."""
     import pandas as pd
-    s = summarize(record, splits=(split,))[split]
-    extra = {"class-null bimodality": s["class_null_bimodality"], "class-null p": s["class_p_value"]} \
-        if by_class else {}
+    a = analyze(record, split)
+    extra = {"class-null bimodality": a.class_null_bimodality, "class-null p": a.class_p_value} if by_class else {}
     return pd.DataFrame({
-        "epoch": s["epochs"], "accuracy": s["accuracy_mean"], "accuracy sd": s["accuracy_sd"],
-        "mean TPa": s["tp_agreement_mean"], "bimodality": s["bimodality"],
-        "null bimodality": s["null_bimodality"], "p": s["p_value"],
-        "Agreement": s["agreement"], "null Agreement": s["null_agreement"], **extra,
+        "epoch": a.epochs, "accuracy": a.accuracy_mean, "accuracy sd": a.accuracy_sd,
+        "mean TPa": a.tp_agreement_mean, "bimodality": a.bimodality, "bimodality 95% CI": _ci_text(a.bimodality_ci),
+        "null bimodality": a.null_bimodality, "p": a.p_value, **extra,
+        "Agreement": a.agreement, "null Agreement": a.null_agreement,
+        "error consistency": a.error_consistency, "kappa 95% CI": _ci_text(a.error_consistency_ci),
     }).set_index("epoch")
 
 
-def bimodality_verdict(record, split, alpha=0.01, null="accuracy"):
-    """One sentence, from the data, on whether TP-agreement is more bimodal than the null.
+def bimodality_verdict(record, split, alpha=ALPHA, null="accuracy"):
+    """One sentence, from the data, on whether TP-agreement is more bimodal than the null, and
+    at the epochs where it is not, whether the models still agree more than independent ones
+    (error consistency above 0 with its whole interval): near the ceiling almost every example
+    sits at TP-agreement 1, and Pearson's score then reads one mode, not the lack of a second.
 
     null: "accuracy" (independent classifiers at each model's accuracy, the paper's) or
     "class" (at each model's accuracy on every class)."""
     if null not in ("accuracy", "class"):
         raise ValueError(f"null must be 'accuracy' or 'class'; got {null!r}")
-    s = summarize(record, splits=(split,))[split]
-    if null == "class":
-        s = {**s, "null_bimodality": s["class_null_bimodality"], "p_value": s["class_p_value"]}
-    ep = s["epochs"]
-    sig = [e for e, p, b, q in zip(ep, s["p_value"], s["bimodality"], s["null_bimodality"])
-           if p is not None and p < alpha and b < q]
-    rest = [e for e in ep if e not in sig]
+    a = analyze(record, split)
+    q = a.null_bimodality if null == "accuracy" else a.class_null_bimodality
+    sig = a.significant(alpha, null)
     name = "the null" if null == "accuracy" else "the class-matched null"
     head = (f"{split}: the observed TP-agreement is more bimodal than {name} (p < {alpha}) at "
-            f"{len(sig)} of {len(ep)} recorded epochs")
-    if not rest:
+            f"{int(sig.sum())} of {len(sig)} recorded epochs")
+    if sig.all():
         return head + ": every epoch."
-    acc = dict(zip(ep, s["accuracy_mean"]))
-    return head + "; not at epoch(s) " + ", ".join(
-        f"{e} (mean accuracy {acc[e]:.3f}, bimodality {b if b is None else round(b, 3)} vs null "
-        f"{q if q is None else round(q, 3)})"
-        for e, b, q in zip(ep, s["bimodality"], s["null_bimodality"]) if e in rest) + "."
+    parts = []
+    for i in np.flatnonzero(~sig):
+        lo, hi = a.error_consistency_ci[i]
+        kappa = (f"; error consistency {a.error_consistency[i]:.2f} [{lo:.2f}, {hi:.2f}], "
+                 + ("above independent models" if lo > 0 else "not above independent models"))
+        parts.append(f"{a.epochs[i]} (mean accuracy {a.accuracy_mean[i]:.3f}, bimodality "
+                     f"{_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, {_r(a.bimodality_ci[i][1])}] vs null "
+                     f"{_r(q[i])}{kappa})")
+    return head + "; not at epoch(s) " + ", ".join(parts) + "."
+
+
+def _r(v):
+    return "nan" if not np.isfinite(v) else f"{v:.3f}"
 
 
 def learning_epoch_by_accessibility(record, split, width=0.05):
@@ -117,17 +126,18 @@ def robustness_table(results, split="test"):
 
     results: [(label, record)].  Columns: N; mean accuracy at the last epoch; the median over
     recorded epochs of the observed bimodality and of the null's; the number of epochs at which
-    the observed bimodality is significantly below the null's (p < 0.01); the largest p-value.
+    the observed bimodality is significantly below the null's (p < 0.01); the largest p-value;
+    the median error consistency.
     """
     import pandas as pd
     rows = []
     for label, rec in results:
-        s = summarize(rec, splits=(split,))[split]
-        b, q, p = (_floats(s[k]) for k in ("bimodality", "null_bimodality", "p_value"))
-        rows.append({"setting": label, "N": rec.n_models, "accuracy": s["accuracy_mean"][-1],
-                     "bimodality (median)": np.nanmedian(b), "null (median)": np.nanmedian(q),
-                     "epochs with p<0.01": f"{int(np.sum((p < 0.01) & (b < q)))}/{len(p)}",
-                     "largest p": np.nanmax(p)})
+        a = analyze(rec, split)
+        rows.append({"setting": label, "N": rec.n_models, "accuracy": a.accuracy_mean[-1],
+                     "bimodality (median)": np.nanmedian(a.bimodality), "null (median)": np.nanmedian(a.null_bimodality),
+                     f"epochs with p<{ALPHA:g}": f"{int(a.significant().sum())}/{len(a.epochs)}",
+                     "largest p": np.nanmax(a.p_value),
+                     "error consistency (median)": np.nanmedian(a.error_consistency)})
     return pd.DataFrame(rows).set_index("setting")
 
 
@@ -145,6 +155,29 @@ def partition_correlations(records, split="test"):
             r[i, j], p[i, j] = M.accessibility_correlation(acc[i], acc[j])
             r[j, i], p[j, i] = r[i, j], p[i, j]
     return acc, r, p
+
+
+def correlation_table(results, split="test"):
+    """Accessibility correlations between collections, read against their noise ceilings.
+
+    results: [(label, record)] evaluated on the same examples.  One row per pair: Pearson's r
+    and Spearman's rho with 95% bootstrap intervals (resampling examples, stats.correlation),
+    each collection's split-half reliability of accessibility (Spearman-Brown corrected), and
+    the noise ceiling sqrt(rel_a * rel_b): the correlation two collections with these
+    reliabilities would show if they ranked the examples identically.
+    """
+    import pandas as pd
+    acc = {label: M.accessibility(rec.tp_agreement(split)) for label, rec in results}
+    rel = {label: analyze(rec, split).reliability for label, rec in results}
+    rows = []
+    for i, (la, _) in enumerate(results):
+        for lb, _ in results[i + 1:]:
+            c = S.correlation(acc[la], acc[lb])
+            rows.append({"pair": f"{la} vs {lb}", "examples": c["n"], "Pearson r": c["pearson"],
+                         "r 95% CI": _ci_text([c["pearson_ci"]])[0], "Spearman rho": c["spearman"],
+                         "rho 95% CI": _ci_text([c["spearman_ci"]])[0], f"reliability {la}": rel[la],
+                         f"reliability {lb}": rel[lb], "noise ceiling": float(np.sqrt(max(rel[la], 0) * max(rel[lb], 0)))})
+    return pd.DataFrame(rows).set_index("pair")
 
 
 def tp_agreement_correlations(a, b, split="test"):
@@ -213,32 +246,33 @@ def null_record(record, seed=0):
     return Record(preds, labels, record.epochs, meta=meta)
 
 
-def minimum_bimodality_table(results, splits=("train", "test"), alpha=0.01):
+def minimum_bimodality_table(results, splits=("train", "test"), alpha=ALPHA):
     """§5: each collection's most bimodal epoch against the null, per split.
 
     results: [(label, record)].  Per split: the accuracy at the last epoch, the minimum over
-    recorded epochs of the observed bimodality, the null's bimodality at that epoch (and the
-    class-matched null's), and the number of epochs at which the observed bimodality is
-    significantly below each null.
-    The paper's Table 1 puts random labels at 1.07 (train) / 1.35 (test) and natural data
-    with st-VGG at 0.06-0.22.
+    recorded epochs of the observed bimodality with its 95% bootstrap interval, the null's
+    bimodality at that epoch (and the class-matched null's), the number of epochs at which the
+    observed bimodality is significantly below each null, and the error consistency there.
+    The paper (§5) puts the minimal bimodality of random labels at 1.07 (train) / 1.35 (test);
+    §4.2 gives the maximal bimodality of st-VGG on natural data as 0.06 (linear) and 0.22
+    (non-linear).
     """
     import pandas as pd
     rows = []
     for label, rec in results:
-        s = summarize(rec, splits=splits)
         row = {"collection": label, "dataset": rec.meta.get("dataset"), "arch": rec.meta.get("arch"),
                "N": rec.n_models}
         for split in splits:
-            b, q, p, qc, pc = (_floats(s[split][k]) for k in ("bimodality", "null_bimodality", "p_value",
-                                                               "class_null_bimodality", "class_p_value"))
-            i = int(np.nanargmin(b)) if np.isfinite(b).any() else 0
-            row[f"{split} accuracy"] = s[split]["accuracy_mean"][-1]
-            row[f"{split} min bimodality"] = b[i]
-            row[f"{split} null there"] = q[i]
-            row[f"{split} class-null there"] = qc[i]
-            row[f"{split} epochs p<{alpha:g}"] = f"{int(np.sum((p < alpha) & (b < q)))}/{len(p)}"
-            row[f"{split} epochs p<{alpha:g} (class null)"] = f"{int(np.sum((pc < alpha) & (b < qc)))}/{len(p)}"
+            a = analyze(rec, split)
+            i = int(np.nanargmin(a.bimodality)) if np.isfinite(a.bimodality).any() else 0
+            row[f"{split} accuracy"] = a.accuracy_mean[-1]
+            row[f"{split} min bimodality"] = a.bimodality[i]
+            row[f"{split} 95% CI"] = _ci_text(a.bimodality_ci[i:i + 1])[0]
+            row[f"{split} null there"] = a.null_bimodality[i]
+            row[f"{split} class-null there"] = a.class_null_bimodality[i]
+            row[f"{split} epochs p<{alpha:g}"] = f"{int(a.significant(alpha).sum())}/{len(a.epochs)}"
+            row[f"{split} epochs p<{alpha:g} (class null)"] = f"{int(a.significant(alpha, 'class').sum())}/{len(a.epochs)}"
+            row[f"{split} kappa there"] = a.error_consistency[i]
         rows.append(row)
     return pd.DataFrame(rows).set_index("collection")
 
@@ -400,14 +434,16 @@ def matched_accuracy_table(record_a, record_b, split="test", label_a="A", label_
 def bimodality_over_training(results, split="test"):
     """§4.2 (Fig 9a): observed and null bimodality per recorded epoch for several collections.
 
-    results: [(label, record)].  A long table: collection, epoch, accuracy, bimodality, null, p.
+    results: [(label, record)].  A long table: collection, epoch, accuracy, bimodality with its
+    95% interval (``lo``, ``hi``), null, p, error consistency.
     """
     import pandas as pd
     rows = []
     for label, rec in results:
-        s = summarize(rec, splits=(split,))[split]
-        for i, e in enumerate(s["epochs"]):
-            rows.append({"collection": label, "epoch": e, "accuracy": s["accuracy_mean"][i],
-                         "bimodality": s["bimodality"][i], "null bimodality": s["null_bimodality"][i],
-                         "p": s["p_value"][i]})
+        a = analyze(rec, split)
+        for i, e in enumerate(a.epochs):
+            rows.append({"collection": label, "epoch": int(e), "accuracy": a.accuracy_mean[i],
+                         "bimodality": a.bimodality[i], "lo": a.bimodality_ci[i, 0], "hi": a.bimodality_ci[i, 1],
+                         "null bimodality": a.null_bimodality[i], "p": a.p_value[i],
+                         "error consistency": a.error_consistency[i]})
     return pd.DataFrame(rows)

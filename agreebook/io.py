@@ -9,11 +9,19 @@ from pathlib import Path
 import numpy as np
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path, write):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; a record in a group folder must be readable as the umask says
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -22,6 +30,13 @@ def _atomic(path, write):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder, names=("*",)):
+    """Delete the ``.<name>.*.tmp`` files a write killed mid-way left in ``folder``."""
+    for pattern in names:
+        for stale in Path(folder).glob(f".{pattern}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def atomic_savez(path, **arrays):
@@ -35,3 +50,36 @@ def atomic_write_json(path, obj):
 def atomic_torch_save(path, obj):
     import torch
     _atomic(path, lambda f: torch.save(obj, f))
+
+
+class FolderLock:
+    """An exclusive lock on a run folder (``<folder>/.lock``, flock): a second process gets
+    one clear message naming the one that holds it.  Released when the process exits, even
+    if it is killed."""
+
+    def __init__(self, folder, what="training"):
+        self.path = Path(folder) / ".lock"
+        self.what = what
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LockedError(f"{self.path.parent} is in use by another {self.what} (pid {holder}); wait for it "
+                              "to finish, or use another output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the flock; the file stays, harmless and reused
+
+
+class LockedError(RuntimeError):
+    """The run folder is locked by another process."""

@@ -92,6 +92,9 @@ def tp_agreement_map(record, split, scale=None):
     return fig
 
 
+REPORT_FIGURES = ("tp_agreement_hist", "tp_agreement_map")
+
+
 def save_report_figures(record, directory, scale=None):
     """Write the per-epoch histograms and the map for each split as PNGs; returns the paths."""
     from pathlib import Path
@@ -99,7 +102,7 @@ def save_report_figures(record, directory, scale=None):
     plt = _plt()
     paths = []
     for split in record.labelled_splits:
-        for name, fn in (("tp_agreement_hist", tp_agreement_histograms), ("tp_agreement_map", tp_agreement_map)):
+        for name, fn in zip(REPORT_FIGURES, (tp_agreement_histograms, tp_agreement_map)):
             fig = fn(record, split, scale)
             path = Path(directory) / f"{name}_{split}.png"
             _atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))

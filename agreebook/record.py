@@ -122,13 +122,21 @@ class Record:
         path = Path(directory) / "record.npz"
         if not path.exists():
             raise RecordError(f"no record at {path}; train one with `python -m agreebook train --out {directory}`")
-        with np.load(path, allow_pickle=False) as f:
-            splits = _split_order([k[:-len("_predictions")] for k in f.files if k.endswith("_predictions")])
-            return cls({s: f[f"{s}_predictions"] for s in splits}, {s: f[f"{s}_labels"] for s in splits},
-                       f["epochs"], meta=json.loads(str(f["meta"])),
-                       probabilities={s: f[f"{s}_probabilities"] for s in splits
-                                      if f"{s}_probabilities" in f.files},
-                       complete=f["complete"])
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                splits = _split_order([k[:-len("_predictions")] for k in f.files if k.endswith("_predictions")])
+                if not splits:
+                    raise ValueError("it holds no predictions")
+                return cls({s: f[f"{s}_predictions"] for s in splits}, {s: f[f"{s}_labels"] for s in splits},
+                           f["epochs"], meta=json.loads(str(f["meta"])),
+                           probabilities={s: f[f"{s}_probabilities"] for s in splits
+                                          if f"{s}_probabilities" in f.files},
+                           complete=f["complete"])
+        except RecordError:
+            raise
+        except Exception as exc:  # zipfile, zlib, npy-format, JSON and key errors of a damaged file
+            raise RecordError(f"{path} is not a readable record ({type(exc).__name__}: {exc}); it is damaged or "
+                              "not written by agreebook: train it again into an empty folder") from None
 
     def __repr__(self):
         sizes = ", ".join(f"{s} {self.predictions[s].shape[2]}" for s in self.splits)

@@ -1,47 +1,32 @@
-"""Per-split, per-epoch summary of a record: the numbers ``python -m agreebook report`` prints."""
+"""What ``python -m agreebook report`` prints: each labelled split's analysis
+(``analysis.analyze``) as a table, or as JSON."""
 from __future__ import annotations
 
-import numpy as np
-
-from . import metrics as M
+from .analysis import RELIABILITY_TARGET, analyze
 
 
-def summarize(record, n_null=20000, seed=0, splits=None):
-    """{split: {"epochs", "accuracy" (per epoch, per model), "accuracy_mean", "accuracy_sd",
-    "tp_agreement_mean", "bimodality", "null_bimodality", "p_value", "agreement",
-    "null_agreement", "class_null_bimodality", "class_p_value"}}; Agreement means are over
-    examples, nulls at matched accuracy; the class_ ones test against the stricter null that
-    keeps each model's accuracy on every class (metrics.null_tp_agreement_by_class).
-    splits: the labelled splits to summarise (default all); each split's numbers are the same
-    whichever others are asked for."""
-    out = {}
-    for split in splits or record.labelled_splits:
-        preds, labels = record.predictions[split], record.labels[split]
-        acc = M.accuracies(preds, labels)
-        tpa = M.tp_agreement(preds, labels)
-        test = M.bimodality_test(tpa, acc, seed=seed)
-        null_agree = M.null_agreement(acc, record.n_classes, n_samples=n_null, seed=seed)
-        by_class = M.bimodality_test(tpa, acc, seed=seed, null_pmf=M.null_tp_agreement_by_class(
-            preds, labels, record.n_classes))
-        out[split] = {
-            "epochs": record.epochs.tolist(),
-            "accuracy": acc.T.round(6).tolist(),
-            "accuracy_mean": acc.mean(0).round(6).tolist(),
-            "accuracy_sd": acc.std(0).round(6).tolist(),
-            "tp_agreement_mean": tpa.mean(1).round(6).tolist(),
-            "bimodality": _clean(test["observed"]),
-            "null_bimodality": _clean(test["null"]),
-            "p_value": _clean(test["p_value"]),
-            "agreement": M.agreement(preds).mean(1).round(6).tolist(),
-            "null_agreement": null_agree.mean(1).round(6).tolist(),
-            "class_null_bimodality": _clean(by_class["null"]),
-            "class_p_value": _clean(by_class["p_value"]),
-        }
-    return out
+def summarize(record, seed=0, splits=None):
+    """{split: analysis.to_json()}: per split, per recorded epoch, the accuracies, TP-agreement,
+    Pearson's bimodality with its bootstrap interval (``bimodality_ci``) against the
+    matched-accuracy and class-matched nulls (p-values and how they were obtained), mean
+    Agreement (``agreement_ci``) against its null, error consistency (``error_consistency``,
+    ``error_consistency_ci``), the split-half reliability of accessibility (``reliability``) and
+    how it grows with the number of models (``needed_*``).  splits: the labelled splits to
+    summarise (default all); each split's numbers are the same whichever others are asked for."""
+    return {split: analyze(record, split, seed=seed).to_json() for split in splits or record.labelled_splits}
 
 
-def _clean(a):
-    return [None if not np.isfinite(v) else round(float(v), 6) for v in a]
+def _p(p, floor):
+    # JSON keeps 6 digits: 1/2001 comes back as 0.0005
+    return f"{'<' + format(floor, '.1g'):>7}" if p is not None and p <= round(floor, 6) else _num(p, 7, 4)
+
+
+def _num(v, w, d):
+    return f"{'nan':>{w}}" if v is None else f"{v:>{w}.{d}f}"
+
+
+def _ci(ci, d=2):
+    return f"{'':>13}" if ci is None or None in ci else f"[{ci[0]:.{d}f}, {ci[1]:.{d}f}]".rjust(13)
 
 
 def format_summary(record, summary):
@@ -49,19 +34,35 @@ def format_summary(record, summary):
     lines = [f"{m.get('dataset', '?')} / {m.get('arch', '?')}: {record.n_models} models, "
              f"protocol {m.get('protocol', '?')}, epochs {record.epochs.tolist()}"
              + ("" if record.is_complete else "  [INCOMPLETE: training still running or was killed]")]
+    versions = m.get("versions")
+    if versions:
+        lines.append("ran with " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
     for split, s in summary.items():
-        lines.append(f"\n{split} ({record.predictions[split].shape[2]} examples)")
-        lines.append(f"{'epoch':>6} {'acc mean':>9} {'acc sd':>7} {'TPa mean':>9} {'bimod':>7} "
-                     f"{'null':>7} {'p':>8} {'agree':>7} {'null':>7} {'cnull':>7} {'p(c)':>8}")
+        floor = 1 / (s["n_null_draws"] + 1)
+        lines.append(f"\n{split} ({s['n_examples']} examples)")
+        lines.append(f"{'epoch':>6} {'acc':>7} {'sd':>6} {'TPa':>6} {'bimod':>6} {'95% CI':>13} {'null':>6} "
+                     f"{'p':>7} {'cnull':>6} {'p(c)':>7} {'agree':>6} {'null':>6} {'kappa':>6} {'95% CI':>13}")
         for i, e in enumerate(s["epochs"]):
-            def f(v, w, d):
-                return f"{'nan':>{w}}" if v is None else f"{v:>{w}.{d}f}"
-            lines.append(f"{e:>6} {s['accuracy_mean'][i]:>9.4f} {s['accuracy_sd'][i]:>7.4f} "
-                         f"{s['tp_agreement_mean'][i]:>9.4f} {f(s['bimodality'][i], 7, 3)} "
-                         f"{f(s['null_bimodality'][i], 7, 3)} {f(s['p_value'][i], 8, 4)} "
-                         f"{s['agreement'][i]:>7.4f} {s['null_agreement'][i]:>7.4f} "
-                         f"{f(s['class_null_bimodality'][i], 7, 3)} {f(s['class_p_value'][i], 8, 4)}")
-    lines.append("\nbimod: Pearson bimodality of TP-agreement (lower = more bimodal); null: independent "
-                 "classifiers at the same accuracies; p: P(null sample <= observed); cnull, p(c): the same for "
-                 "the class-matched null (each model's accuracy on every class).")
+            lines.append(
+                f"{e:>6} {s['accuracy_mean'][i]:>7.4f} {s['accuracy_sd'][i]:>6.4f} {s['tp_agreement_mean'][i]:>6.3f} "
+                f"{_num(s['bimodality'][i], 6, 3)} {_ci(s['bimodality_ci'][i])} {_num(s['null_bimodality'][i], 6, 3)} "
+                f"{_p(s['p_value'][i], floor)} {_num(s['class_null_bimodality'][i], 6, 3)} "
+                f"{_p(s['class_p_value'][i], floor)} {_num(s['agreement'][i], 6, 3)} {_num(s['null_agreement'][i], 6, 3)} "
+                f"{_num(s['error_consistency'][i], 6, 3)} {_ci(s['error_consistency_ci'][i])}")
+        rel = s["reliability"]
+        lines.append(f"accessibility reliability (split-half, Spearman-Brown corrected to N={record.n_models}): "
+                     f"{_num(rel, 0, 3).strip()} (sd {_num(s['reliability_sd'], 0, 3).strip()} over random halves)")
+        at = s["reliability_reached_at"]
+        lines.append(f"accessibility reliability {RELIABILITY_TARGET} " + (
+            f"reached at n = {at} models" if at is not None else
+            f"not reached with these {record.n_models} models"))
+    if summary:
+        s = next(iter(summary.values()))
+        lines.append(
+            f"\nbimod: Pearson's bimodality of TP-agreement (lower = more bimodal; it reads high when almost every "
+            f"example sits at one end, see error consistency); null: independent classifiers at the same "
+            f"accuracies; p: P(null sample <= observed), {s['p_value_method']}, '<{floor:.1g}' = no draw as low; "
+            f"cnull, p(c): the class-matched null (each model's accuracy on every class); agree: mean Agreement; "
+            f"kappa: error consistency (mean Cohen's kappa on correctness over pairs of models, 0 = independent, "
+            f"1 = identical); 95% CI: {s['ci_method']}.")
     return "\n".join(lines)

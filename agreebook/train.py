@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from . import __version__
 from .config import ConfigError, TrainConfig, config_diff
 from .data import load_dataset, out_of_sample, partitions, random_labels, stratified_subset, take
-from .io import atomic_torch_save, atomic_write_json
+from .io import FolderLock, atomic_torch_save, atomic_write_json, remove_stale_temporaries
 from .models import TEXT_EMBEDDING_DIM, build_model, count_parameters, get_arch, input_size
 from .record import Record, RecordError
 
@@ -289,7 +289,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
                   precision="fp32"):
     """Train one job to its end, checkpointing as it goes; returns its predictions (and puts
     the trained model in ``keep["model"]`` when a dict is given)."""
-    ck = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    ck = _load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ck is not None and ck["epoch"] == job.total:  # finished: its checkpoint holds no weights
         if keep is None:
             return ck["out"]
@@ -362,13 +362,17 @@ def worker_main(out, names, threads, data_root, download, checkpoint_every_s):
         print("done", job.name, flush=True)
 
 
+class WorkerError(RuntimeError):
+    """A training worker process failed; the message is its error in one line."""
+
+
 def _pick_engine(name, device, recurrent, stack=None):
     if name not in ("auto", "loop", "stacked"):
         raise ConfigError(f"unknown engine {name!r}; use 'loop', 'stacked' or 'auto'")
     if stack is not None and (not isinstance(stack, int) or stack < 1):
         raise ConfigError(f"stack is the number of members trained together: a positive integer; got {stack!r}")
     if name == "stacked" and recurrent:
-        raise ConfigError("recurrent nets (LSTM) do not run under torch.func.vmap; use engine='loop'")
+        raise ConfigError("recurrent nets (LSTM) do not run under torch.func.vmap; use --engine loop (engine='loop' from Python)")
     if name == "auto":
         return "stacked" if torch.device(device).type == "cuda" and not recurrent else "loop"
     return name
@@ -415,7 +419,7 @@ def _pick_device(name):
         raise ConfigError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device; use device='cpu'")
+            raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device; use --device cpu (device='cpu' from Python)")
         if (dev.index or 0) >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
                               "device(s), numbered from 0")
@@ -440,19 +444,76 @@ def _in_shape(ds, embeddings=None):
     return (len(ds.vocabulary) + 2, ds.x_train.shape[1], dim)
 
 
+def _check_runtime(rt):
+    """Runtime values that cannot run, as one ConfigError, before anything is written."""
+    if rt.workers is not None and (isinstance(rt.workers, bool) or not isinstance(rt.workers, int) or rt.workers < 1):
+        raise ConfigError(f"workers (--workers) must be a positive integer; got {rt.workers!r}")
+    c = rt.checkpoint_every_s
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not (c >= 0):  # NaN fails too
+        raise ConfigError(f"checkpoint_every_s (--checkpoint-every) must be 0 or a positive number of seconds; got {c!r}")
+
+
+def _check_out(out):
+    if out is None or str(out).strip() == "":
+        raise ConfigError("the output folder (--out) is empty; give a folder for the record, e.g. runs/digits")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"the output folder (--out) {out} is an existing file; give a folder")
+    return out
+
+
+def _read_identity(path):
+    import json
+    try:
+        old = json.loads(path.read_text())
+        if not isinstance(old, dict) or "config" not in old:
+            raise ValueError("no 'config' key")
+        return old
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path} is corrupted ({exc}); delete the folder {path.parent} to train again") from None
+
+
+def _load_checkpoint(path):
+    """A checkpoint, or None when it is unreadable (a disk fault: it is written atomically), so
+    that job trains again from its seeds."""
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception:  # torch raises RuntimeError, EOFError, pickle errors... on a damaged file
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _member_threads(serial, conv, work, device):
+    """Threads each member computes with, decided once per run folder: a member's float
+    arithmetic depends on its thread count, so a resume (any worker count) reuses it."""
+    if device != "cpu":
+        return torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    if serial or (conv and work >= SMALL_WORK):
+        return 1  # one worker process per core, one thread each (module notes)
+    return cores  # in-process on every core
+
+
 def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> Record:
     """Train cfg.n_models members and write their predictions to ``<out>/record.npz``.
 
     Re-running the same call on the same ``out`` resumes a killed run, or returns the finished
-    record at once; a different configuration on an existing ``out`` is refused.
+    record at once; a different configuration on an existing ``out`` is refused.  Every value
+    is checked before anything is written; a second training into the same folder while one
+    runs is refused (a lock on the folder).
     """
     rt = runtime or Runtime()
+    _check_runtime(rt)
     cfg = cfg.validate().resolved()
-    out = Path(out)
+    out = _check_out(out)
     device = _pick_device(rt.device)
     ds = prepare_dataset(cfg, rt.data_root, rt.download)
     with torch.device("meta"):  # its structure and size only: no init, no memory
         sample = build_model(cfg.arch, _in_shape(ds, cfg.embeddings), ds.n_classes, cfg.activation, cfg.dropout)
+        try:  # the optimiser checks its own values (e.g. Adam's betas): fail before writing
+            _optimizer(cfg, sample.parameters())
+        except ValueError as exc:
+            raise ConfigError(f"the optimiser refuses this configuration: {exc}") from None
     # a recurrent net is a chain of small matmuls: a second thread costs more in synchronisation
     # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
     serial = _recurrent(sample)
@@ -460,14 +521,26 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     precision = _pick_precision(rt.precision, device)
     ident = _identity(cfg, ds)
     ident_path = out / "config.json"
-    prev = Record.load(out) if (out / "record.npz").exists() else None  # read once: it can be large
-    if ident_path.exists() or prev is not None:
-        import json
-        if ident_path.exists():
-            old = json.loads(ident_path.read_text())
-        else:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in the output folder {out}: permission denied; choose another --out")
+    with FolderLock(out):
+        return _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, ident, ident_path)
+
+
+def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, ident, ident_path):
+    old = _read_identity(ident_path) if ident_path.exists() else None
+    try:
+        prev = Record.load(out) if (out / "record.npz").exists() else None  # read once: it can be large
+    except RecordError as exc:
+        raise RecordError(f"{exc}; delete the folder {out} to train again") from None
+    if old is not None or prev is not None:
+        if old is None:
             old = {"config": prev.meta.get("config"), "data_fingerprint": prev.meta.get("data_fingerprint")}
-        if old != ident:
+        if {k: old.get(k) for k in ident} != ident:
             diff = config_diff(old["config"] or {}, ident["config"])
             if old.get("data_fingerprint") != ident["data_fingerprint"]:
                 diff.append("data: the dataset's arrays differ (fingerprint)")
@@ -475,12 +548,10 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
                               "\nUse another output folder, or delete this one to start over.")
         if prev is not None and prev.is_complete:
             return prev
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(ident_path, ident)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
-    for stale in [*out.glob(".*.tmp"), *ckpt_dir.glob(".*.tmp")]:  # writes a kill cut short (io._atomic)
-        stale.unlink(missing_ok=True)
+    remove_stale_temporaries(out)  # writes a kill cut short (io._atomic)
+    remove_stale_temporaries(ckpt_dir)
 
     jobs = make_jobs(cfg)
     n_ep = len(cfg.epochs)
@@ -492,28 +563,34 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     finished, started = {}, {}  # a killed run's checkpoints: finished jobs' predictions, the rest's epoch
     for job in jobs:
         path = ckpt_dir / f"{job.name}.pt"
-        if path.exists():
-            ck = torch.load(path, weights_only=False)
+        ck = _load_checkpoint(path) if path.exists() else None
+        if ck is not None:
             if ck["epoch"] == job.total:
                 finished[job.name] = ck["out"]
             else:
                 started[job.name] = ck["epoch"]
     todo = [j for j in jobs if j.name not in finished]
     cores = os.cpu_count() or 1
-    # worker start-up (~2 s: torch import, data) only pays off on enough work
     epochs_left = sum(j.total - started.get(j.name, 0) for j in todo)
-    work = len(ds.y_train) * epochs_left
-    default_workers = cores if (_uses_conv(sample) or serial) and work >= SMALL_WORK else 1
+    # worker start-up (~2 s: torch import, data) only pays off on enough work; the thread count
+    # of a member is fixed by the run's first start (its numbers depend on it)
+    threads = (old or {}).get("threads_per_member") or _member_threads(
+        serial, _uses_conv(sample), len(ds.y_train) * sum(j.total for j in jobs), device)
     workers = (1 if device != "cpu" or engine == "stacked"
-               else max(1, min(rt.workers or default_workers, len(todo), cores)))
-    threads = (1 if serial else max(1, cores // workers)) if device == "cpu" else torch.get_num_threads()
+               else max(1, min(rt.workers or max(1, cores // threads), len(todo), cores)))
+    invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": device, "engine": engine,
+                  "precision": precision, "workers": workers, "epochs_left": epochs_left}
+    runs = (old or {}).get("runs", []) + [invocation]
+    atomic_write_json(ident_path, {**ident, "threads_per_member": threads, "runs": runs})
+    engines = sorted({r["engine"] for r in runs})
     meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
             "n_models": cfg.n_models, "protocol": cfg.protocol, "classes": list(ds.classes),
             "n_classes": ds.n_classes, "data_source": ds.source, "data_fingerprint": ident["data_fingerprint"],
             "subset": ds.subset, "config": cfg.to_dict(), "member_seeds": [j.seed for j in jobs],
-            "n_parameters": count_parameters(sample), "device": device, "engine": engine,
-            "precision": precision, "workers": workers,
-            "threads_per_worker": threads, "versions": _versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "n_parameters": count_parameters(sample), "device": device,
+            "engine": engines[0] if len(engines) == 1 else "+".join(engines),
+            "precision": "+".join(sorted({r["precision"] for r in runs})),
+            "threads_per_member": threads, "runs": runs, "versions": _versions(), "started": runs[0]["started"]}
     t0 = time.perf_counter()
     last_write = [t0]
 
@@ -606,6 +683,7 @@ def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None
     data = _Data(prepare_dataset(cfg, rt.data_root, rt.download), cfg.arch, device, cfg.embeddings)
     job = make_jobs(cfg)[member]
     path = Path(out) / "models" / f"{job.name}.pt"
+    threads = _recorded_threads(out)
     if path.exists():
         torch.manual_seed(job.seed)
         model = build_model(cfg.arch, data.in_shape, data.n_classes, cfg.activation, cfg.dropout).to(device)
@@ -613,12 +691,27 @@ def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None
     else:
         import tempfile
         keep = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            _train_member(job, cfg, data, Path(tmp) / "ck.pt", device, checkpoint_every_s=float("inf"), keep=keep)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads or saved)  # the collection's arithmetic (_member_threads)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                _train_member(job, cfg, data, Path(tmp) / "ck.pt", device, checkpoint_every_s=float("inf"), keep=keep)
+        finally:
+            torch.set_num_threads(saved)
         model = keep["model"]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(path, model.state_dict())
     return model.eval(), data
+
+
+def _recorded_threads(out):
+    """The thread count a collection's members computed with (record.json), or None."""
+    import json
+    path = Path(out) / "record.json"
+    try:
+        return json.loads(path.read_text()).get("threads_per_member") if path.exists() else None
+    except ValueError:
+        return None
 
 
 @torch.inference_mode()
@@ -674,5 +767,9 @@ def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
                 p.kill()
     failed = [p for p in procs if p.returncode != 0]
     if failed:
-        raise RuntimeError(f"a training worker failed (exit {failed[0].returncode}):\n"
-                           + errors.get(failed[0].pid, "")[-3000:])
+        err = errors.get(failed[0].pid, "").strip().splitlines()
+        if os.environ.get("AGREEBOOK_DEBUG"):
+            err = ["\n".join(err)]
+        raise WorkerError(f"a training worker failed (exit {failed[0].returncode}): "
+                          f"{err[-1] if err else 'no message'}; its checkpoints are kept: run the same command "
+                          "again to resume (AGREEBOOK_DEBUG=1 shows the worker's traceback)")
