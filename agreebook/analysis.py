@@ -40,15 +40,19 @@ class SplitAnalysis:
     class_p_value: np.ndarray
     agreement: np.ndarray  # mean Agreement over examples
     agreement_ci: np.ndarray
-    null_agreement: np.ndarray
+    null_agreement: np.ndarray  # its mean under the null (simulated, N_NULL_AGREEMENT examples)
+    agreement_hist: np.ndarray  # (E, n_models + 1) fraction of examples at Agreement k / n_models
+    null_agreement_hist: np.ndarray  # (E, n_models + 1) the same under the null
     error_consistency: np.ndarray
-    error_consistency_ci: np.ndarray
+    error_consistency_ci: np.ndarray  # NaN where too few shared errors are expected (stats)
     reliability: float  # split-half reliability of accessibility, Spearman-Brown corrected to N
     reliability_sd: float  # over the random splits
     needed_sizes: np.ndarray  # (k,) subset sizes n of models_needed
     needed_reliability: np.ndarray  # (k,)
+    needed_reliability_range: np.ndarray  # (k, 2) smallest and largest over random subsets
     needed_bimodality: np.ndarray  # (k, E)
-    needed_bimodality_range: np.ndarray  # (k, E, 2) over random subsets
+    needed_null_bimodality: np.ndarray  # (k, E) the matched-accuracy null of the same subsets
+    needed_bimodality_range: np.ndarray  # (k, E, 2) smallest and largest over random subsets
     reliability_reached_at: int | None  # smallest n whose reliability reaches RELIABILITY_TARGET
     level: float = S.LEVEL
     n_boot: int = S.N_BOOT
@@ -66,7 +70,8 @@ class SplitAnalysis:
 
     @property
     def p_value_method(self):
-        return f"Monte Carlo, {self.n_null_draws} draws of the exact null (smallest possible p {1 / (self.n_null_draws + 1):.2g})"
+        return (f"Monte Carlo, {self.n_null_draws} draws of the exact null (the smallest p it gives, 1/{self.n_null_draws + 1}, "
+                f"means no draw was as low: p <= {S.p_floor(self.n_null_draws):.2g})")
 
     def significant(self, alpha=ALPHA, null="accuracy"):
         """Epochs whose TP-agreement is more bimodal than the null at level alpha: (E,) bool."""
@@ -80,7 +85,8 @@ class SplitAnalysis:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("tp_agreement_hist", "null_pmf", "needed_bimodality_range"):
+            if f.name in ("tp_agreement_hist", "null_pmf", "needed_bimodality_range", "needed_reliability_range",
+                          "agreement_hist", "null_agreement_hist"):
                 continue
             out[f.name] = _plain(v.T if f.name == "accuracy" else v)
         out.update(accuracy_mean=_plain(self.accuracy_mean), accuracy_sd=_plain(self.accuracy_sd),
@@ -116,6 +122,12 @@ def analyze(record, split, seed=0, n_boot=S.N_BOOT, level=S.LEVEL, models_needed
     return per_record[key]
 
 
+def _shares(values, n_models):
+    """(E, n) values k / n_models -> (E, n_models + 1) the fraction of examples at each k."""
+    k = np.rint(np.asarray(values) * n_models).astype(np.int64)
+    return np.stack([np.bincount(row, minlength=n_models + 1) / len(row) for row in k])
+
+
 def _analyze(record, split, seed, n_boot, level, models_needed):
     preds, labels = record.predictions[split], record.labels[split]
     n_models, n_epochs, n = preds.shape
@@ -127,13 +139,16 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
     by_class = M.bimodality_test(tpa, acc, n_draws=N_NULL_DRAWS, seed=seed,
                                  null_pmf=M.null_tp_agreement_by_class(preds, labels, record.n_classes))
     bim = S.bimodality_ci(preds, labels, n_boot, level, seed)
-    agree = S.mean_ci(M.agreement(preds), n_boot, level, seed)
+    agreement = M.agreement(preds)
+    agree = S.mean_ci(agreement, n_boot, level, seed)
+    null_agree = M.null_agreement(acc, record.n_classes, N_NULL_AGREEMENT, seed)
     kappa = S.error_consistency(preds, labels, n_boot, level, seed)
     rel = S.split_half_reliability(preds, labels, seed=seed)
     if models_needed:
-        need = S.models_needed(preds, labels, seed=seed, level=level)
+        need = S.models_needed(preds, labels, seed=seed)
     else:
-        need = {"sizes": np.zeros(0, int), "reliability": np.zeros(0), "bimodality": np.zeros((0, n_epochs)),
+        need = {"sizes": np.zeros(0, int), "reliability": np.zeros(0), "reliability_range": np.zeros((0, 2)),
+                "bimodality": np.zeros((0, n_epochs)), "null_bimodality": np.zeros((0, n_epochs)),
                 "bimodality_range": np.zeros((0, n_epochs, 2))}
     return SplitAnalysis(
         split=split, epochs=record.epochs.copy(), n_models=n_models, n_examples=n, accuracy=acc,
@@ -141,10 +156,13 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
         bimodality=test["observed"], bimodality_ci=bim["ci"], null_bimodality=test["null"],
         p_value=test["p_value"], class_null_bimodality=by_class["null"], class_p_value=by_class["p_value"],
         agreement=agree["estimate"], agreement_ci=agree["ci"],
-        null_agreement=M.null_agreement(acc, record.n_classes, N_NULL_AGREEMENT, seed).mean(1),
+        null_agreement=null_agree.mean(1), agreement_hist=_shares(agreement, n_models),
+        null_agreement_hist=_shares(null_agree, n_models),
         error_consistency=kappa["estimate"], error_consistency_ci=kappa["ci"],
         reliability=rel["reliability"], reliability_sd=rel["sd"],
         needed_sizes=need["sizes"], needed_reliability=need["reliability"],
-        needed_bimodality=need["bimodality"], needed_bimodality_range=need["bimodality_range"],
+        needed_reliability_range=need["reliability_range"],
+        needed_bimodality=need["bimodality"], needed_null_bimodality=need["null_bimodality"],
+        needed_bimodality_range=need["bimodality_range"],
         reliability_reached_at=S.reliability_reached(need, RELIABILITY_TARGET) if models_needed else None,
         level=level, n_boot=n_boot, seed=seed)

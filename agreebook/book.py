@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 from .config import ConfigError, TrainConfig, check_overrides, fits
 from .data import DATASETS, TEXT_DATASETS, DatasetError, default_root
 from .models import ARCHS, ArchError
+from .io import LockedError, WorkerError
 from .record import Record, RecordError
 
 
@@ -169,9 +170,10 @@ class Chapter:
         rt = Runtime(device=self.device, data_root=self.data_root, progress=progress)
         try:
             rec = train_collection(cfg, self.run_dir(cfg), rt)
-        except (ConfigError, DatasetError, RecordError) as exc:
+        except (ConfigError, DatasetError, RecordError, LockedError, WorkerError) as exc:
             raise BookError(str(exc)) from None
         rec.meta["scale"] = self.scale
+        _USED[self.run_dir(cfg).name] = rec.meta.get("versions", {})
         return rec
 
     def member_model(self, cfg=None, member=0):
@@ -182,7 +184,7 @@ class Chapter:
         try:
             return member_model(cfg, self.run_dir(cfg), member,
                                 Runtime(device=self.device, data_root=self.data_root, progress=False))
-        except (ConfigError, DatasetError) as exc:
+        except (ConfigError, DatasetError, RecordError, LockedError) as exc:
             raise BookError(str(exc)) from None
 
     def for_dataset(self, name):
@@ -264,6 +266,23 @@ def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, sca
     return ch
 
 
+_USED = {}  # the records this kernel's chapter used: run folder -> the versions they were trained with
+
+
+def versions_table():
+    """The package versions each record used by this chapter was trained with (record.json),
+    one row per record, and the versions this analysis runs with: a DataFrame."""
+    import platform
+    import numpy as np
+    import pandas as pd
+    import scipy
+    from . import __version__
+    rows = {name: v for name, v in _USED.items()}
+    rows["(this analysis)"] = {"agreebook": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
+                               "pandas": pd.__version__, "python": platform.python_version()}
+    return pd.DataFrame.from_dict(rows, orient="index").fillna("")
+
+
 # --- the driver: python -m agreebook book ----------------------------------------------------------
 PARAMETERS = ("dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root", "embeddings")
 BOOK = Path(__file__).resolve().parent.parent / "book"
@@ -285,9 +304,16 @@ def collapse_injected_parameters(path):
 
 
 def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=BOOK, variants=True):
-    """Execute chapters in place with papermill (then their variants), then build the HTML."""
-    import papermill as pm
-    from tqdm.auto import tqdm
+    """Execute chapters in place with papermill (then their variants), then build the HTML.
+
+    A chapter is executed into a scratch copy and replaces the committed one only on success.
+    The variants (a chapter on the book's other datasets) are skipped when the parameters name a
+    dataset or an architecture: they would be that chapter again."""
+    try:
+        import papermill as pm
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise BookError(f"the book needs its extras ({exc.name} is missing): pip install -e '.[book]'") from None
     preset(scale)
     unknown = set(parameters or {}) - set(PARAMETERS)
     if unknown:
@@ -297,12 +323,14 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
     for c in chapters:
         if c not in CHAPTERS:
             raise BookError(f"no chapter {c}; chapters are {list(CHAPTERS)}")
-        jobs.append((book / f"chapter{c}.ipynb", book / f"chapter{c}.ipynb", {}))
-        if variants:
-            jobs += [(book / f"chapter{c}.ipynb", book / f"{name}.ipynb", extra)
+        jobs.append((c, book / f"chapter{c}.ipynb", book / f"chapter{c}.ipynb", {}))
+        if variants and not {"dataset", "arch"} & set(parameters or {}):
+            jobs += [(c, book / f"chapter{c}.ipynb", book / f"{name}.ipynb", extra)
                      for name, extra in VARIANTS.get(c, {}).items()]
+    for c, _, _, extra in jobs:  # every chapter's parameters checked before any kernel starts
+        setup(c, **{"scale": scale, **extra, **(parameters or {})})
     import tempfile
-    for src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
+    for _, src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
         params = {"scale": scale, **extra, **(parameters or {})}
         tqdm.write(f"executing {dst.name} with {params}")
         # into a scratch copy: a failed execution must never replace a chapter
@@ -313,6 +341,10 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
         except pm.PapermillExecutionError as exc:
             raise BookError(f"{dst.name} failed ({exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}); "
                             f"{dst} is unchanged; the failed execution is kept at {scratch}") from None
+        except Exception as exc:  # the kernel died or is missing: nothing executed to keep
+            shutil.rmtree(scratch.parent, ignore_errors=True)
+            raise BookError(f"{dst.name} could not run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                            f"{dst} is unchanged") from None
         collapse_injected_parameters(scratch)
         tmp = dst.with_name(f".{dst.name}.tmp")
         shutil.copyfile(scratch, tmp)
@@ -323,4 +355,5 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
         exe = shutil.which("jupyter-book")
         if exe is None:
             raise BookError("jupyter-book is not installed; pip install 'jupyter-book<2' (or use --no-build)")
-        subprocess.run([exe, "build", str(book)], check=True)
+        if subprocess.run([exe, "build", str(book)]).returncode != 0:
+            raise BookError(f"jupyter-book could not build {book} (its messages are above)")

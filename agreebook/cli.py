@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
 from .config import ConfigError, TrainConfig, check_overrides
 from .data import DATASETS, DatasetError
 from .models import ARCHS, ArchError
-from .io import LockedError
+from .io import LockedError, WorkerError
 from .record import Record, RecordError
 
-USER_ERRORS = (ConfigError, DatasetError, ArchError, RecordError, LockedError)
+USER_ERRORS = (ConfigError, DatasetError, ArchError, RecordError, LockedError, WorkerError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other bad input, with where to look
+        self.exit(2, f"agreebook: error: {message} (see: {self.prog} --help)\n")
 
 
 def _value(text):
@@ -35,9 +41,9 @@ def _pairs(items, flag, error):
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m agreebook",
+    p = _Parser(prog="python -m agreebook",
                                 description="Train collections of networks and measure whether they agree.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train a collection and write its prediction record")
     d = TrainConfig()
     t.add_argument("--out", required=True, help="folder of the record (resumes if it holds this config)")
@@ -83,20 +89,22 @@ def _parser():
 def main(argv=None):
     args = _parser().parse_args(argv)
     from .book import BookError
-    from .train import WorkerError
     try:
         if args.command == "train":
             return _train(args)
         if args.command == "book":
             return _book(args)
         return _report(args)
-    except USER_ERRORS + (BookError, WorkerError) as exc:
+    except USER_ERRORS + (BookError,) as exc:
         print(f"agreebook: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a folder that became read-only...
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"agreebook: error:{where}: {exc.strerror or exc}; free space or fix the folder's permissions, "
-              "then run the same command again (training resumes)", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        advice = {errno.ENOSPC: "free some space", errno.EROFS: "the file system is read-only: use another folder",
+                  errno.EACCES: "fix the folder's permissions or use another folder",
+                  errno.ENOENT: "check the path"}.get(exc.errno, "fix the cause")
+        again = "; then run the same command again (training resumes)" if args.command == "train" else ""
+        print(f"agreebook: error: {where}{exc.strerror or exc}; {advice}{again}", file=sys.stderr)
         return 2
 
 

@@ -156,6 +156,8 @@ def check_overrides(overrides):
             continue
         base = str(t).replace("Optional[", "").rstrip("]")
         if "Tuple" in base:
+            if _is_int(value) and not isinstance(value, str):
+                value = [value]  # --set epochs=3: one recorded epoch
             if isinstance(value, str):
                 text, value = value, value.replace(" ", "").split(",") if value.strip() else []
                 if "" in value:

@@ -13,6 +13,15 @@ from . import stats as S
 from .analysis import ALPHA, analyze
 
 
+def _p_text(p, n_draws=None):
+    """p-values for a table: a Monte Carlo p at its floor (no null draw as low) as "≤0.0005"."""
+    from .analysis import N_NULL_DRAWS
+    n = n_draws or N_NULL_DRAWS
+    floor = S.p_floor(n)
+    return [("n/a" if not np.isfinite(v) else f"≤{floor:.2g}" if v <= 1 / (n + 1) + 1e-12 else f"{v:.4f}")
+            for v in np.atleast_1d(p)]
+
+
 def _ci_text(ci, digits=2):
     return [f"[{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite([lo, hi]).all() else "" for lo, hi in ci]
 
@@ -26,11 +35,12 @@ def epoch_table(record, split, by_class=False):
     (analysis.N_NULL_DRAWS draws): the smallest is 1/(draws + 1), which means no draw as low."""
     import pandas as pd
     a = analyze(record, split)
-    extra = {"class-null bimodality": a.class_null_bimodality, "class-null p": a.class_p_value} if by_class else {}
+    extra = {"class-null bimodality": a.class_null_bimodality,
+             "class-null p": _p_text(a.class_p_value, a.n_null_draws)} if by_class else {}
     return pd.DataFrame({
         "epoch": a.epochs, "accuracy": a.accuracy_mean, "accuracy sd": a.accuracy_sd,
         "mean TPa": a.tp_agreement_mean, "bimodality": a.bimodality, "bimodality 95% CI": _ci_text(a.bimodality_ci),
-        "null bimodality": a.null_bimodality, "p": a.p_value, **extra,
+        "null bimodality": a.null_bimodality, "p": _p_text(a.p_value, a.n_null_draws), **extra,
         "Agreement": a.agreement, "null Agreement": a.null_agreement,
         "error consistency": a.error_consistency, "kappa 95% CI": _ci_text(a.error_consistency_ci),
     }).set_index("epoch")
@@ -57,8 +67,12 @@ def bimodality_verdict(record, split, alpha=ALPHA, null="accuracy"):
     parts = []
     for i in np.flatnonzero(~sig):
         lo, hi = a.error_consistency_ci[i]
-        kappa = (f"; error consistency {a.error_consistency[i]:.2f} [{lo:.2f}, {hi:.2f}], "
-                 + ("above independent models" if lo > 0 else "not above independent models"))
+        if not np.isfinite(lo):
+            kappa = (f"; error consistency {_r(a.error_consistency[i])}, too few errors on {a.n_examples} examples "
+                     "to tell it from independent models")
+        else:
+            kappa = (f"; error consistency {a.error_consistency[i]:.2f} [{lo:.2f}, {hi:.2f}], "
+                     + ("above independent models" if lo > 0 else "not above independent models"))
         parts.append(f"{a.epochs[i]} (mean accuracy {a.accuracy_mean[i]:.3f}, bimodality "
                      f"{_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, {_r(a.bimodality_ci[i][1])}] vs null "
                      f"{_r(q[i])}{kappa})")
@@ -136,7 +150,7 @@ def robustness_table(results, split="test"):
         rows.append({"setting": label, "N": rec.n_models, "accuracy": a.accuracy_mean[-1],
                      "bimodality (median)": np.nanmedian(a.bimodality), "null (median)": np.nanmedian(a.null_bimodality),
                      f"epochs with p<{ALPHA:g}": f"{int(a.significant().sum())}/{len(a.epochs)}",
-                     "largest p": np.nanmax(a.p_value),
+                     "largest p": _p_text(np.nanmax(a.p_value), a.n_null_draws)[0],
                      "error consistency (median)": np.nanmedian(a.error_consistency)})
     return pd.DataFrame(rows).set_index("setting")
 
@@ -414,20 +428,22 @@ def half_split_correlation(record, split="test"):
 def matched_accuracy_table(record_a, record_b, split="test", label_a="A", label_b="B", tolerance=0.01):
     """§4.1 (Fig 8a, 9b): metrics.matched_accuracy_comparison of two records as a table, one
     row per matched pair of epochs: each ensemble's epoch and accuracy, and the numbers of
-    examples correct for both, only one, or neither.  A row whose weaker ensemble is at its
-    last epoch while the stronger one is past its accuracy is marked ``past weaker's end``."""
+    examples correct for both, only one, or neither, with 95% bootstrap intervals (resampling
+    examples) of the two "only" counts.  A row whose weaker ensemble is at its last epoch while
+    the stronger one is past its accuracy is marked ``past weaker's end``."""
     import pandas as pd
     labels = record_a.labels[split]
     if not np.array_equal(labels, record_b.labels[split]):
         raise ValueError(f"the two records' {split} labels differ: compare collections on the same examples")
-    res = M.matched_accuracy_comparison(record_a.predictions[split], record_b.predictions[split], labels, tolerance)
+    res = S.matched_accuracy_ci(record_a.predictions[split], record_b.predictions[split], labels, tolerance)
     ea, eb = record_a.epochs[res["epoch_index_a"]], record_b.epochs[res["epoch_index_b"]]
     past = np.abs(res["accuracy_a"] - res["accuracy_b"]) > tolerance
     return pd.DataFrame({
         f"epoch {label_a}": ea, f"accuracy {label_a}": res["accuracy_a"],
         f"epoch {label_b}": eb, f"accuracy {label_b}": res["accuracy_b"],
         "both": res["both"], f"only {label_a}": res["only_a"], f"only {label_b}": res["only_b"],
-        "neither": res["neither"], "past weaker's end": past,
+        "neither": res["neither"], f"only {label_a} 95% CI": _ci_text(res["only_a_ci"], 0),
+        f"only {label_b} 95% CI": _ci_text(res["only_b_ci"], 0), "past weaker's end": past,
     })
 
 
@@ -444,6 +460,6 @@ def bimodality_over_training(results, split="test"):
         for i, e in enumerate(a.epochs):
             rows.append({"collection": label, "epoch": int(e), "accuracy": a.accuracy_mean[i],
                          "bimodality": a.bimodality[i], "lo": a.bimodality_ci[i, 0], "hi": a.bimodality_ci[i, 1],
-                         "null bimodality": a.null_bimodality[i], "p": a.p_value[i],
+                         "null bimodality": a.null_bimodality[i], "p": _p_text(a.p_value[i], a.n_null_draws)[0],
                          "error consistency": a.error_consistency[i]})
     return pd.DataFrame(rows)

@@ -1,6 +1,7 @@
 """Atomic file writes: a reader, or a run killed mid-write, never sees half a file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,7 +11,16 @@ import numpy as np
 
 
 def _umask():
-    mask = os.umask(0)
+    """The process's umask, read without changing it (os.umask sets it, which would race with
+    other threads creating files): /proc on Linux, else the set-and-restore fallback."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -48,8 +58,13 @@ def atomic_write_json(path, obj):
 
 
 def atomic_torch_save(path, obj):
+    import io
     import torch
-    _atomic(path, lambda f: torch.save(obj, f))
+    # serialised in memory first: torch's zip writer reports a full disk as "unexpected pos",
+    # a plain write raises OSError(ENOSPC) that says what happened
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _atomic(path, lambda f: f.write(buf.getbuffer()))
 
 
 class FolderLock:
@@ -67,7 +82,14 @@ class FolderLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # a filesystem without flock (some NFS, Lustre, CIFS mounts): run unlocked, say so
+                import sys
+                print(f"agreebook: warning: {self.path.parent} cannot be locked ({exc.strerror}); do not start "
+                      "a second training into it while this one runs", file=sys.stderr)
+                self.fd = fd
+                return self
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise LockedError(f"{self.path.parent} is in use by another {self.what} (pid {holder}); wait for it "
@@ -83,3 +105,7 @@ class FolderLock:
 
 class LockedError(RuntimeError):
     """The run folder is locked by another process."""
+
+
+class WorkerError(RuntimeError):
+    """A training worker process failed; the message is its error in one line."""

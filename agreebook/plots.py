@@ -38,18 +38,22 @@ def caption(record, split=None, scale=None):
     return ", ".join(parts)
 
 
+def _analysis(record, split):
+    """The record's analysis (computed once per record, cached): figures draw what it holds."""
+    from .analysis import analyze
+    return analyze(record, split)
+
+
 def tp_agreement_histograms(record, split, scale=None, epochs=None):
     """TP-agreement histogram per recorded epoch, the exact null's pmf overlaid (Fig 3a).
 
     epochs: indices of the recorded epochs to show (default all)."""
     plt = _plt()
+    a = _analysis(record, split)
     sel = list(range(record.n_epochs)) if epochs is None else [e % record.n_epochs for e in epochs]
-    preds, labels = record.predictions[split][:, sel], record.labels[split]
     n = record.n_models
-    counts = M.tp_agreement_histogram(M.tp_agreement(preds, labels), n)
-    pmf = M.null_tp_agreement(M.accuracies(preds, labels))
-    b_obs = M.bimodality_of_distribution(np.arange(n + 1) / n, counts)
-    b_null = M.bimodality_of_distribution(np.arange(n + 1) / n, pmf)
+    counts, pmf = a.tp_agreement_hist[sel], a.null_pmf[sel]
+    b_obs, b_ci, b_null = a.bimodality[sel], a.bimodality_ci[sel], a.null_bimodality[sel]
     k = len(sel)
     cols = min(k, 4)
     rows = -(-k // cols)
@@ -62,8 +66,8 @@ def tp_agreement_histograms(record, split, scale=None, epochs=None):
         frac = counts[i] / counts[i].sum()
         ax.bar(x, frac, width=0.8 / n, color="tab:blue", label="observed")
         ax.plot(x, pmf[i], "o-", color="tab:red", ms=2.5, lw=1, label="null")
-        ax.set_title(f"epoch {record.epochs[sel[i]]}: bimodality {b_obs[i]:.2f} (null {b_null[i]:.2f})",
-                     fontsize=8)
+        ax.set_title(f"epoch {record.epochs[sel[i]]}: bimodality {b_obs[i]:.2f} "
+                     f"[{b_ci[i, 0]:.2f}, {b_ci[i, 1]:.2f}]\nnull {b_null[i]:.2f}", fontsize=8)
         ax.set_xlabel("TP-agreement")
         if i % cols == 0:
             ax.set_ylabel("fraction of examples")
@@ -73,11 +77,10 @@ def tp_agreement_histograms(record, split, scale=None, epochs=None):
 def tp_agreement_map(record, split, scale=None):
     """Epoch x TP-agreement map, observed beside the null (Fig 3b/4): colour = fraction of examples."""
     plt = _plt()
-    preds, labels = record.predictions[split], record.labels[split]
+    a = _analysis(record, split)
     n = record.n_models
-    counts = M.tp_agreement_histogram(M.tp_agreement(preds, labels), n)
-    obs = counts / counts.sum(1, keepdims=True)
-    null = M.null_tp_agreement(M.accuracies(preds, labels))
+    obs = a.tp_agreement_hist / a.tp_agreement_hist.sum(1, keepdims=True)
+    null = a.null_pmf
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     vmax = max(obs.max(), null.max())
     for ax, data, title in zip(axes, (obs, null), ("observed", "null (independent classifiers)")):
@@ -92,7 +95,42 @@ def tp_agreement_map(record, split, scale=None):
     return fig
 
 
-REPORT_FIGURES = ("tp_agreement_hist", "tp_agreement_map")
+REPORT_FIGURES = ("tp_agreement_hist", "tp_agreement_map", "models_needed")
+
+
+def models_needed(analysis, title):
+    """How many models a collection needs: the split-half reliability of accessibility and the
+    bimodality of TP-agreement (one line per recorded epoch, its matched-accuracy null dashed:
+    the null's score itself grows with n) for random subsets of n models.
+
+    analysis: ``analysis.analyze(record, split)``, whose ``needed_*`` arrays it draws."""
+    plt = _plt()
+    a = analysis
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    n = a.needed_sizes
+    ax1.plot(n, a.needed_reliability, "o-", ms=3.5, lw=1, label="mean over random subsets")
+    if len(n):
+        ax1.fill_between(n, *np.asarray(a.needed_reliability_range).T, alpha=0.25,
+                         label="smallest to largest subset")
+    ax1.axhline(0.95, color="tab:gray", ls="--", lw=0.8, label="0.95")
+    ax1.set_xlabel("models n")
+    ax1.set_ylabel("reliability of accessibility")
+    ax1.set_ylim(min(0, np.nanmin(a.needed_reliability, initial=0)), 1.02)
+    ax1.legend(fontsize=7)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(a.epochs)))
+    for i, e in enumerate(a.epochs):
+        ax2.plot(n, a.needed_bimodality[:, i], "o-", ms=2.5, lw=1, color=colors[i], label=f"epoch {e}")
+        ax2.plot(n, a.needed_null_bimodality[:, i], "--", lw=0.8, color=colors[i])
+    ax2.plot([], [], "--", lw=0.8, color="tab:gray", label="null (dashed)")
+    ax2.set_xlabel("models n")
+    ax2.set_ylabel("bimodality of TP-agreement")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.legend(fontsize=7, ncol=2)
+    fig.suptitle(_wrap(title, 9, 10), fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def save_report_figures(record, directory, scale=None):
@@ -102,7 +140,9 @@ def save_report_figures(record, directory, scale=None):
     plt = _plt()
     paths = []
     for split in record.labelled_splits:
-        for name, fn in zip(REPORT_FIGURES, (tp_agreement_histograms, tp_agreement_map)):
+        from .analysis import analyze
+        needed = lambda rec, sp, sc: models_needed(analyze(rec, sp), f"How many models - {caption(rec, sp, sc)}")
+        for name, fn in zip(REPORT_FIGURES, (tp_agreement_histograms, tp_agreement_map, needed)):
             fig = fn(record, split, scale)
             path = Path(directory) / f"{name}_{split}.png"
             _atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
@@ -126,13 +166,12 @@ def _finish_grid(fig, axes, title):
     return fig
 
 
-def agreement_histograms(record, split, scale=None, n_null=20000, seed=0):
+def agreement_histograms(record, split, scale=None):
     """Agreement histogram per recorded epoch, the matched-accuracy null overlaid (Fig 5)."""
     plt = _plt()
-    preds, labels = record.predictions[split], record.labels[split]
+    a = _analysis(record, split)
     n = record.n_models
-    obs = M.agreement(preds)
-    null = M.null_agreement(M.accuracies(preds, labels), record.n_classes, n_null, seed)
+    obs, null = a.agreement_hist, a.null_agreement_hist
     k = record.n_epochs
     cols = min(k, 4)
     rows = -(-k // cols)
@@ -148,10 +187,14 @@ def agreement_histograms(record, split, scale=None, n_null=20000, seed=0):
     return _finish_grid(fig, axes, f"Agreement per epoch, null overlaid - {caption(record, split, scale)}")
 
 
-def _agreement_bars(ax, obs, null, n, label="observed", color="tab:blue"):
+def _fractions(values, n):
+    """Agreement values k/n as the fraction of examples at each k: (n + 1,)."""
+    return np.bincount(np.rint(np.asarray(values) * n).astype(int), minlength=n + 1) / len(values)
+
+
+def _agreement_bars(ax, o, q, n, label="observed", color="tab:blue"):
+    """Bars of the observed fractions o (n + 1,) of examples at each Agreement k/n, the null's q."""
     x = np.arange(n + 1) / n
-    o = np.bincount(np.rint(obs * n).astype(int), minlength=n + 1) / len(obs)
-    q = np.bincount(np.rint(null * n).astype(int), minlength=n + 1) / len(null)
     ax.bar(x, o, width=0.8 / n, color=color, label=label)
     ax.plot(x, q, "o-", color="tab:red", ms=2.5, lw=1, label="null")
     ax.set_xlabel("Agreement")
@@ -165,7 +208,8 @@ def out_of_sample_agreement(record, results, scale=None):
     k = len(results)
     fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 2.8), squeeze=False, sharey=True)
     for ax, (split, (obs, null)) in zip(axes.flat, results.items()):
-        _agreement_bars(ax, obs, null, record.n_models, label=f"observed (mean {obs.mean():.2f})")
+        _agreement_bars(ax, _fractions(obs, record.n_models), _fractions(null, record.n_models), record.n_models,
+                        label=f"observed (mean {obs.mean():.2f})")
         ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
         ax.legend(fontsize=7)
     axes.flat[0].set_ylabel("fraction of examples")
@@ -199,17 +243,22 @@ def learning_epoch_by_accessibility(record, split, bins, scale=None):
     return fig
 
 
-def accessibility_scatter(a, b, label_a, label_b, title):
-    """Accessibility of the same examples under two collections, with Pearson r (Fig 8b-d, 24)."""
+def accessibility_scatter(a, b, label_a, label_b, title, corr=None):
+    """Accessibility of the same examples under two collections (Fig 8b-d, 24).
+
+    corr: their ``stats.correlation`` (Pearson and Spearman with intervals), printed under
+    the title; the figure computes none itself."""
     plt = _plt()
-    r, p = M.accessibility_correlation(a, b)
     fig, ax = plt.subplots(figsize=(4.2, 4))
     rng = np.random.default_rng(0)  # jitter only for the eye: accessibility is on a grid
     ax.scatter(a + rng.uniform(-0.01, 0.01, len(a)), b + rng.uniform(-0.01, 0.01, len(b)), s=4, alpha=0.35)
     ax.plot([0, 1], [0, 1], color="tab:gray", lw=0.8)
     ax.set_xlabel(f"accessibility: {label_a}")
     ax.set_ylabel(f"accessibility: {label_b}")
-    ax.set_title(_wrap(f"{title}", 4.2) + f"\nr = {r:.3f}, p = {p:.1e}, {len(a)} examples", fontsize=9)
+    note = "" if corr is None else (
+        f"\nr = {corr['pearson']:.2f} [{corr['pearson_ci'][0]:.2f}, {corr['pearson_ci'][1]:.2f}], "
+        f"rho = {corr['spearman']:.2f} [{corr['spearman_ci'][0]:.2f}, {corr['spearman_ci'][1]:.2f}]")
+    ax.set_title(_wrap(f"{title}", 4.2) + note + f"\n{len(a)} examples", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -280,15 +329,15 @@ def _show(ax, img):
         ax.imshow(img)
 
 
-def first_and_last_learned(record, split, images, per_class=3, classes=None, scale=None):
+def first_and_last_learned(record, split, images, picks, scale=None):
     """Fig 1: per class, the images the collection learns first (left) and last (right).
 
-    images: (n_examples, H, W, C) uint8 of the split (experiments.record_images).  Each image
-    is titled with its accessibility.
+    images: (n_examples, H, W, C) uint8 of the split (experiments.record_images); picks:
+    {class: (first indices, last indices)} (experiments.first_and_last).  Each image is titled
+    with its accessibility.
     """
-    from .experiments import first_and_last
     plt = _plt()
-    picks = first_and_last(record, split, per_class, classes)
+    per_class = max(max(len(f), len(l)) for f, l in picks.values())
     acc = M.accessibility(record.tp_agreement(split))
     names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
     cols = 2 * per_class + 1

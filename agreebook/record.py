@@ -132,8 +132,8 @@ class Record:
                            probabilities={s: f[f"{s}_probabilities"] for s in splits
                                           if f"{s}_probabilities" in f.files},
                            complete=f["complete"])
-        except RecordError:
-            raise
+        except (RecordError, MemoryError, PermissionError):
+            raise  # not damage: the CLI says what it is
         except Exception as exc:  # zipfile, zlib, npy-format, JSON and key errors of a damaged file
             raise RecordError(f"{path} is not a readable record ({type(exc).__name__}: {exc}); it is damaged or "
                               "not written by agreebook: train it again into an empty folder") from None

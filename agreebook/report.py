@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .analysis import RELIABILITY_TARGET, analyze
+from .stats import p_floor
 
 
 def summarize(record, seed=0, splits=None):
@@ -16,9 +17,10 @@ def summarize(record, seed=0, splits=None):
     return {split: analyze(record, split, seed=seed).to_json() for split in splits or record.labelled_splits}
 
 
-def _p(p, floor):
+def _p(p, n_draws):
     # JSON keeps 6 digits: 1/2001 comes back as 0.0005
-    return f"{'<' + format(floor, '.1g'):>7}" if p is not None and p <= round(floor, 6) else _num(p, 7, 4)
+    at_floor = p is not None and p <= round(1 / (n_draws + 1), 6)
+    return f"{'≤' + format(p_floor(n_draws), '.2g'):>7}" if at_floor else _num(p, 7, 4)
 
 
 def _num(v, w, d):
@@ -38,7 +40,7 @@ def format_summary(record, summary):
     if versions:
         lines.append("ran with " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
     for split, s in summary.items():
-        floor = 1 / (s["n_null_draws"] + 1)
+        draws = s["n_null_draws"]
         lines.append(f"\n{split} ({s['n_examples']} examples)")
         lines.append(f"{'epoch':>6} {'acc':>7} {'sd':>6} {'TPa':>6} {'bimod':>6} {'95% CI':>13} {'null':>6} "
                      f"{'p':>7} {'cnull':>6} {'p(c)':>7} {'agree':>6} {'null':>6} {'kappa':>6} {'95% CI':>13}")
@@ -46,8 +48,8 @@ def format_summary(record, summary):
             lines.append(
                 f"{e:>6} {s['accuracy_mean'][i]:>7.4f} {s['accuracy_sd'][i]:>6.4f} {s['tp_agreement_mean'][i]:>6.3f} "
                 f"{_num(s['bimodality'][i], 6, 3)} {_ci(s['bimodality_ci'][i])} {_num(s['null_bimodality'][i], 6, 3)} "
-                f"{_p(s['p_value'][i], floor)} {_num(s['class_null_bimodality'][i], 6, 3)} "
-                f"{_p(s['class_p_value'][i], floor)} {_num(s['agreement'][i], 6, 3)} {_num(s['null_agreement'][i], 6, 3)} "
+                f"{_p(s['p_value'][i], draws)} {_num(s['class_null_bimodality'][i], 6, 3)} "
+                f"{_p(s['class_p_value'][i], draws)} {_num(s['agreement'][i], 6, 3)} {_num(s['null_agreement'][i], 6, 3)} "
                 f"{_num(s['error_consistency'][i], 6, 3)} {_ci(s['error_consistency_ci'][i])}")
         rel = s["reliability"]
         lines.append(f"accessibility reliability (split-half, Spearman-Brown corrected to N={record.n_models}): "
@@ -61,8 +63,8 @@ def format_summary(record, summary):
         lines.append(
             f"\nbimod: Pearson's bimodality of TP-agreement (lower = more bimodal; it reads high when almost every "
             f"example sits at one end, see error consistency); null: independent classifiers at the same "
-            f"accuracies; p: P(null sample <= observed), {s['p_value_method']}, '<{floor:.1g}' = no draw as low; "
+            f"accuracies; p: P(null sample <= observed), {s['p_value_method']}; "
             f"cnull, p(c): the class-matched null (each model's accuracy on every class); agree: mean Agreement; "
             f"kappa: error consistency (mean Cohen's kappa on correctness over pairs of models, 0 = independent, "
-            f"1 = identical); 95% CI: {s['ci_method']}.")
+            f"1 = identical; no interval where the models make too few errors to share); 95% CI: {s['ci_method']}.")
     return "\n".join(lines)

@@ -17,15 +17,21 @@ scores depend on *which* models were trained is measured instead by ``split_half
 **How.**  Examples are dealt at random into ``n_blocks`` blocks (one example a block when there
 are at most that many), each score's sufficient statistics are summed per block, and a
 bootstrap draw is a multinomial reweighting of the blocks: one matrix product per score.  With
-one example a block this is the ordinary bootstrap; with more, block sums are i.i.d. for
-exchangeable examples and the draws have the ordinary bootstrap's variance, so an ImageNet-sized
-record costs what a 1000-example one does.  Intervals are percentile intervals.  Measured
+one example a block this is the ordinary bootstrap.  With more, blocks are random groups of
+exchangeable examples, so a statistic that divides by the drawn number of examples (a mean, a
+histogram's shape, a correlation, kappa) has the ordinary bootstrap's variance in expectation,
+and an ImageNet-sized record costs what a 1000-example one does; a raw total is rescaled to
+the sample size first (block sizes differ by one, so a draw's number of examples varies).
+Intervals are percentile intervals.  Measured
 coverage of the 95% interval of Pearson's bimodality on simulated independent models: 0.93
 (N=10, accuracy 0.7, 2000 examples), 0.93 (N=5, 0.5, 300), 0.91 (N=30, 0.7, 500) and 0.88 near
 the ceiling (N=10, 0.95, 2000): a kurtosis-type score, its interval is somewhat short on few
 examples or skewed distributions.
 """
 from __future__ import annotations
+
+import math
+import warnings
 
 import numpy as np
 
@@ -36,6 +42,7 @@ N_BOOT = 1000  # bootstrap draws
 N_BLOCKS = 1000  # example blocks a draw reweights (examples themselves when fewer)
 N_SPLITS = 10  # random model halves averaged in split-half reliability
 N_SUBSETS = 5  # random model subsets per size in models_needed
+MIN_SHARED_ERRORS = 5  # error consistency's interval needs this many expected shared errors a pair
 _CHUNK = 1 << 15  # examples per float32 correctness block: (n_models, 32768) is 13 MB at N=100
 
 
@@ -52,11 +59,9 @@ def percentile_interval(draws, level=LEVEL, axis=0):
     """
     a = (1 - _level(level)) / 2
     draws = np.asarray(draws, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            q = np.nanquantile(draws, [a, 1 - a], axis=axis)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q = np.nanquantile(draws, [a, 1 - a], axis=axis)
     return np.moveaxis(q, 0, -1)
 
 
@@ -77,8 +82,8 @@ class Bootstrap:
     def __init__(self, n_examples, n_boot=N_BOOT, seed=0, n_blocks=N_BLOCKS):
         if n_examples < 2:
             raise ValueError(f"a bootstrap needs at least 2 examples; got {n_examples}")
-        if n_boot < 1:
-            raise ValueError(f"n_boot must be positive; got {n_boot}")
+        if n_boot < 1 or n_blocks < 1:
+            raise ValueError(f"n_boot and n_blocks must be positive; got {n_boot}, {n_blocks}")
         rng = np.random.default_rng(seed)
         self.n_examples, self.n_boot = int(n_examples), int(n_boot)
         self.n_blocks = k = int(min(n_examples, n_blocks))
@@ -89,6 +94,7 @@ class Bootstrap:
         self.order = np.argsort(self.block, kind="stable")  # examples grouped by block
         self.edges = np.searchsorted(self.block[self.order], np.arange(k + 1))
         self.sizes = np.diff(self.edges).astype(np.float64)
+        self.drawn = self.weights @ self.sizes  # examples in each draw: n give or take a few blocks
 
     def block_sums(self, values):
         """(n_examples, ...) -> (n_blocks, ...) sums within each block."""
@@ -104,6 +110,8 @@ class Bootstrap:
         return s.sum(0), (self.weights @ flat).reshape(self.n_boot, *s.shape[1:])
 
     def sums(self, values):
+        """Observed totals and the draws' totals of per-example values; a draw's total is over
+        ``self.drawn`` examples (see the module notes): divide by it, or rescale to n."""
         return self.resample(self.block_sums(values))
 
 
@@ -133,9 +141,9 @@ def bimodality_ci(predictions, labels, n_boot=N_BOOT, level=LEVEL, seed=0, n_blo
     counts = M.correct_counts(preds, labels)
     hist = np.stack([_histogram_blocks(bs, c, n_models + 1) for c in counts], axis=1)  # (blocks, E, N + 1)
     total, draws = bs.resample(hist)
-    return {"estimate": M.bimodality_of_distribution(support, total),
-            "ci": percentile_interval(M.bimodality_of_distribution(support, draws), level),
-            "draws": M.bimodality_of_distribution(support, draws), "resampled": "examples"}
+    b = M.bimodality_of_distribution(support, draws)
+    return {"estimate": M.bimodality_of_distribution(support, total), "ci": percentile_interval(b, level),
+            "draws": b, "resampled": "examples"}
 
 
 def mean_ci(values, n_boot=N_BOOT, level=LEVEL, seed=0, n_blocks=N_BLOCKS):
@@ -159,32 +167,37 @@ def mean_ci(values, n_boot=N_BOOT, level=LEVEL, seed=0, n_blocks=N_BLOCKS):
 
 # --- correlations ----------------------------------------------------------------------------------
 
-def _rank(x):
-    from scipy.stats import rankdata  # here, not at the top: workers import metrics, not this
-    return rankdata(x, axis=-1)
-
-
 def _pearson_from_sums(s):
-    """Pearson r from sums (..., 6) = [n, Σx, Σy, Σx², Σy², Σxy]."""
+    """Pearson r from weighted sums (..., 6) = [Σw, Σwx, Σwy, Σwx², Σwy², Σwxy] of data centred
+    near their means (so the differences below do not cancel); NaN where a variance is 0."""
     n, sx, sy, sxx, syy, sxy = np.moveaxis(s, -1, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cov = sxy - sx * sy / n
-        r = cov / np.sqrt((sxx - sx * sx / n) * (syy - sy * sy / n))
-    return np.clip(r, -1, 1)
+        vx, vy = sxx - sx * sx / n, syy - sy * sy / n
+        r = (sxy - sx * sy / n) / np.sqrt(vx * vy)
+        tiny = (vx <= 1e-12 * sxx) | (vy <= 1e-12 * syy)
+    return np.where(tiny, np.nan, np.clip(r, -1, 1))
 
 
 def _pair_stats(x, y):
     return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
 
 
+def _midranks(codes, weights, n_values):
+    """Mid-ranks (from 1) of examples whose sorted-unique value index is ``codes`` (n,), each
+    example counted ``weights`` (n,) times: a bootstrap draw's ranks, ties averaged."""
+    w = np.bincount(codes, weights=weights, minlength=n_values)
+    below = np.cumsum(w) - w
+    return (below + (w + 1) / 2)[codes]
+
+
 def correlation(a, b, n_boot=N_BOOT, level=LEVEL, seed=0, n_blocks=N_BLOCKS):
     """Pearson and Spearman correlation of two per-example scores, with bootstrap intervals.
 
     a, b: (n_examples,), e.g. two collections' accessibility of the same examples (paper §4.1).
-    Examples are resampled in pairs.  Spearman's rho is Pearson's r of the mid-ranks, ranked
-    once on the whole sample (a draw reweights the ranks rather than re-ranking).  Returns
-    ``pearson``, ``pearson_ci`` (2,), ``pearson_p`` (two-sided, exact t-test under normality
-    from scipy), ``spearman``, ``spearman_ci``, ``n``.
+    Examples are resampled in pairs; every draw re-ranks its examples (mid-ranks for ties),
+    so Spearman's interval includes the uncertainty of the ranks.  Returns ``pearson``,
+    ``pearson_ci`` (2,), ``pearson_p`` (two-sided, scipy's exact test under normality),
+    ``spearman``, ``spearman_ci``, ``n``.  NaN where a score is constant.
 
     Example:
         >>> x = np.arange(100.0)
@@ -197,18 +210,34 @@ def correlation(a, b, n_boot=N_BOOT, level=LEVEL, seed=0, n_blocks=N_BLOCKS):
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"a and b must be (n_examples,) of one length; got {a.shape} and {b.shape}")
     bs = Bootstrap(len(a), n_boot, seed, n_blocks)
-    stats = np.concatenate([_pair_stats(a, b), _pair_stats(_rank(a), _rank(b))], axis=1)
-    total, draws = bs.sums(stats)
-    r = _pearson_from_sums(total.reshape(2, 6))
-    rd = _pearson_from_sums(draws.reshape(-1, 2, 6))
-    ci = percentile_interval(rd, level)
-    return {"pearson": float(r[0]), "pearson_ci": ci[0], "pearson_p": M.accessibility_correlation(a, b)[1]
-            if np.isfinite(r[0]) else np.nan, "spearman": float(r[1]), "spearman_ci": ci[1], "n": len(a)}
+    total, draws = bs.sums(_pair_stats(a - a.mean(), b - b.mean()))
+    r = float(_pearson_from_sums(total))
+    r_draws = _pearson_from_sums(draws)
+    ua, ca = np.unique(a, return_inverse=True)
+    ub, cb = np.unique(b, return_inverse=True)
+    ones = np.ones(len(a))
+    ra, rb = _midranks(ca, ones, len(ua)), _midranks(cb, ones, len(ub))
+    rho = float(_pearson_from_sums(_pair_stats(ra - ra.mean(), rb - rb.mean()).sum(0)))
+    rho_draws = np.empty(n_boot)
+    example_weight = bs.weights[:, bs.block]  # (n_boot, n): each example's multiplicity
+    for d, w in enumerate(example_weight):
+        xa, xb = _midranks(ca, w, len(ua)), _midranks(cb, w, len(ub))
+        m = w.sum()
+        xa -= (w @ xa) / m
+        xb -= (w @ xb) / m
+        rho_draws[d] = _pearson_from_sums(np.array([m, 0.0, 0.0, w @ (xa * xa), w @ (xb * xb), w @ (xa * xb)]))
+    return {"pearson": r, "pearson_ci": percentile_interval(r_draws, level),
+            "pearson_p": M.accessibility_correlation(a, b)[1] if np.isfinite(r) else np.nan,
+            "spearman": rho, "spearman_ci": percentile_interval(rho_draws, level), "n": len(a)}
 
 
 def spearman_brown(r, factor=2.0):
-    """Reliability of a score averaged over ``factor`` times as many models: f r / (1 + (f-1) r)."""
-    r = np.asarray(r, dtype=np.float64)
+    """Reliability of a score averaged over ``factor`` times as many models: f r / (1 + (f-1) r).
+
+    A negative correlation between halves (no shared ranking, plus noise) counts as reliability
+    0: the formula is not defined for it once f > 2 (its denominator changes sign)."""
+    r = np.clip(np.asarray(r, dtype=np.float64), 0, 1)
+    factor = np.asarray(factor, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return factor * r / (1 + (factor - 1) * r)
 
@@ -254,7 +283,8 @@ def _subset_pass(preds, labels, whole, halves, size_of, histograms=True):
             if histograms:
                 k = np.rint(whole @ right).astype(np.int64)
                 hist[e] += np.bincount((k + offset).ravel(), minlength=g * (n_models + 1)).reshape(g, -1)
-        acc = acc.astype(np.float64).reshape(g, 2, -1)
+        # centred near the middle of its range, so the sums of squares do not cancel
+        acc = acc.astype(np.float64).reshape(g, 2, -1) - (size_of // 2 * n_epochs / 2)[:, None, None]
         pair += _pair_stats(acc[:, 0], acc[:, 1]).sum(1)
     r = _pearson_from_sums(pair)
     return r, spearman_brown(r, size_of / (size_of // 2)), hist
@@ -263,9 +293,10 @@ def _subset_pass(preds, labels, whole, halves, size_of, histograms=True):
 def split_half_reliability(predictions, labels, n_splits=N_SPLITS, seed=0):
     """Split-half reliability of accessibility, Spearman-Brown corrected to the whole collection.
 
-    The models are split at random into two halves (of floor(N/2) each), accessibility is
-    computed within each half, the halves' Pearson r is corrected to N models by Spearman-Brown
-    (2r / (1 + r)), and the corrected values are averaged over ``n_splits`` splits.  It is the
+    The models are split at random into two halves (of floor(N/2) each; an odd N leaves one
+    model out of each split), accessibility is computed within each half, the halves' Pearson r
+    is corrected to N models by Spearman-Brown with factor N / floor(N/2) (2r / (1 + r) for even
+    N), and the corrected values are averaged over ``n_splits`` splits.  It is the
     noise ceiling of an accessibility correlation: two collections of this learner cannot be
     expected to correlate above it.  1 when all models are identical.
 
@@ -277,7 +308,7 @@ def split_half_reliability(predictions, labels, n_splits=N_SPLITS, seed=0):
         >>> split_half_reliability(p, np.zeros(50, np.int16))["reliability"]
         1.0
     """
-    preds, _ = M._check_predictions(predictions, labels)
+    preds, labels = M._check_predictions(predictions, labels)
     n_models = preds.shape[0]
     if n_models < 2:
         raise ValueError(f"split-half reliability needs at least 2 models; got {n_models}")
@@ -286,16 +317,19 @@ def split_half_reliability(predictions, labels, n_splits=N_SPLITS, seed=0):
     return {"reliability": float(np.mean(rel)), "half_r": r, "sd": float(np.std(rel))}
 
 
-def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0, level=LEVEL):
+def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0):
     """How many models a collection needs: reliability of accessibility and bimodality of
     TP-agreement for random subsets of n of its models.
 
     For each n in ``sizes`` (default: 2..N, at most ~16 values spread geometrically), ``n_draws``
     random subsets of n models: the split-half reliability of their accessibility
-    (Spearman-Brown corrected to n) and the bimodality of their TP-agreement at every epoch.
-    Returns ``sizes`` (k,), ``reliability`` (k,) mean over draws, ``reliability_range`` (k, 2)
-    the central ``level`` range over draws, ``bimodality`` (k, n_epochs) mean over draws and
-    ``bimodality_range`` (k, n_epochs, 2).  Reliability at n=2 and n=3 rests on one model a half.
+    (Spearman-Brown corrected to n) and the bimodality of their TP-agreement at every epoch,
+    beside the bimodality of the matched-accuracy null of the same n models: the null's own
+    score depends on n (2 - 2/n for independent models of one accuracy), so the observed curve
+    is read against it.  Returns ``sizes`` (k,), ``reliability`` (k,) mean over draws,
+    ``reliability_range`` (k, 2) the smallest and largest over the draws, ``bimodality`` and
+    ``null_bimodality`` (k, n_epochs) means over draws, ``bimodality_range`` (k, n_epochs, 2).
+    Reliability at n=2 and n=3 rests on one model a half.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -317,12 +351,18 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0, le
     whole, halves, size_of = _subsets(n_models, sizes, n_draws, np.random.default_rng(seed))
     _, rel, hist = _subset_pass(preds, labels, whole, halves, size_of)
     rel = rel.reshape(len(sizes), n_draws)
-    bim = np.empty((len(whole), n_epochs))
+    acc = M.accuracies(preds, labels)
+    bim, null = np.empty((2, len(whole), n_epochs))
     for i, m in enumerate(size_of):
         bim[i] = M.bimodality_of_distribution(np.arange(m + 1) / m, hist[:, i, :m + 1])
-    bim = bim.reshape(len(sizes), n_draws, n_epochs)
-    return {"sizes": sizes, "reliability": np.nanmean(rel, 1), "reliability_range": percentile_interval(rel, level, 1),
-            "bimodality": np.nanmean(bim, 1), "bimodality_range": percentile_interval(bim, level, 1)}
+        null[i] = M.null_bimodality(acc[whole[i] > 0])
+    bim, null = bim.reshape(len(sizes), n_draws, n_epochs), null.reshape(len(sizes), n_draws, n_epochs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN size (constant scores)
+        return {"sizes": sizes, "reliability": np.nanmean(rel, 1),
+                "reliability_range": np.stack([np.nanmin(rel, 1), np.nanmax(rel, 1)], -1),
+                "bimodality": np.nanmean(bim, 1), "null_bimodality": np.nanmean(null, 1),
+                "bimodality_range": np.stack([np.nanmin(bim, 1), np.nanmax(bim, 1)], -1)}
 
 
 def reliability_reached(needed, target=0.95):
@@ -342,7 +382,10 @@ def error_consistency(predictions, labels, n_boot=N_BOOT, level=LEVEL, seed=0, n
     ones; defined at any accuracy below 1 (a pair whose c_exp is 1 is left out).  The score is
     the mean over all pairs of models.  predictions: (n_models, n_epochs, n_examples).
     Returns ``estimate`` (n_epochs,), ``ci`` (n_epochs, 2) resampling examples, ``pairwise``
-    (n_epochs, n_models, n_models) with NaN on the diagonal.
+    (n_epochs, n_models, n_models) with NaN on the diagonal, and ``few_errors`` (n_epochs,):
+    where independent models would share fewer than MIN_SHARED_ERRORS errors on average per
+    pair, no draw can show fewer shared errors than none, and the interval is NaN (near the
+    ceiling kappa cannot be measured on this many examples).
 
     Example:
         >>> p = np.zeros((3, 1, 40), np.int16); p[:, :, :10] = 1   # identical models
@@ -358,35 +401,44 @@ def error_consistency(predictions, labels, n_boot=N_BOOT, level=LEVEL, seed=0, n
     iu = np.triu_indices(n_models, 1)
     est, ci = np.empty(n_epochs), np.empty((n_epochs, 2))
     pairwise = np.empty((n_epochs, n_models, n_models))
+    few = np.zeros(n_epochs, bool)
     labels_ = labels.astype(preds.dtype)[order]
     for e in range(n_epochs):
         c = (preds[:, e, order] == labels_).astype(np.float32)  # (N, n) in block order
         # per block: both-right counts of every pair and each model's right count
         gram = np.stack([c[:, a:b] @ c[:, a:b].T for a, b in zip(edges[:-1], edges[1:])])
         right = np.add.reduceat(c, edges[:-1], axis=1).T
-        stats = np.concatenate([gram[:, iu[0], iu[1]], right, bs.sizes[:, None]], axis=1).astype(np.float64)
-        total, draws = bs.resample(stats)
+        stats = np.concatenate([gram[:, iu[0], iu[1]], right, bs.sizes[:, None]], axis=1)
+        total = stats.sum(0, dtype=np.float64)
+        # the draws in float32: integer counts below 2**24 add exactly, and it halves the time
+        draws = bs.weights.astype(np.float32) @ stats.astype(np.float32)
         mean, k_all = _mean_kappa(total[None], iu, n_models)
         est[e] = mean[0]
+        wrong = 1 - total[len(iu[0]):len(iu[0]) + n_models] / n
+        few[e] = n * np.mean(wrong[iu[0]] * wrong[iu[1]]) < MIN_SHARED_ERRORS
         pairwise[e] = np.nan
         pairwise[e][iu] = pairwise[e].T[iu] = k_all[0]
-        ci[e] = percentile_interval(_mean_kappa(draws, iu, n_models)[0], level)
-    return {"estimate": est, "ci": ci, "pairwise": pairwise, "resampled": "examples"}
+        ci[e] = np.nan if few[e] else percentile_interval(_mean_kappa(draws, iu, n_models)[0], level)
+    return {"estimate": est, "ci": ci, "pairwise": pairwise, "few_errors": few, "resampled": "examples"}
 
 
 def _mean_kappa(stats, iu, n_models):
     """stats (b, n_pairs + n_models + 1) = both-right counts, right counts, n -> (b,) mean kappa
-    over pairs and (b, n_pairs) kappas."""
+    over pairs and (b, n_pairs) kappas.
+
+    With p1, p2 the accuracies and q the fraction both right: c_obs = 1 - p1 - p2 + 2q and
+    c_exp = 1 - p1 - p2 + 2 p1 p2, so kappa = 2 (q - p1 p2) / (p1 + p2 - 2 p1 p2): fewer
+    passes over the (draws, pairs) arrays, in the stats' dtype.
+    """
     n_pairs = len(iu[0])
-    both, right, n = stats[:, :n_pairs], stats[:, n_pairs:n_pairs + n_models], stats[:, -1:]
-    p = right / n
+    n = stats[:, -1:]
+    q = stats[:, :n_pairs] / n
+    p = stats[:, n_pairs:n_pairs + n_models] / n
     p1, p2 = p[:, iu[0]], p[:, iu[1]]
-    # both right + both wrong = n - r1 - r2 + 2 * both
-    c_obs = (n - right[:, iu[0]] - right[:, iu[1]] + 2 * both) / n
-    c_exp = p1 * p2 + (1 - p1) * (1 - p2)
+    prod = p1 * p2
+    den = p1 + p2 - 2 * prod  # 0 only when both are always right or both always wrong: c_exp = 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        kappa = np.where(c_exp < 1, (c_obs - c_exp) / (1 - c_exp), np.nan)
-    import warnings
+        kappa = np.where(den > 0, 2 * (q - prod) / den, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(kappa, 1), kappa
@@ -409,19 +461,28 @@ def matched_accuracy_ci(predictions_a, predictions_b, labels, tolerance=0.01, n_
     cells = np.stack([ca & cb, ca & ~cb, ~ca & cb, ~ca & ~cb], axis=-1).astype(np.float64)  # (pairs, n, 4)
     bs = Bootstrap(len(labels), n_boot, seed, n_blocks)
     _, draws = bs.sums(np.moveaxis(cells, 1, 0))  # (n_boot, pairs, 4)
+    draws *= (len(labels) / bs.drawn)[:, None, None]  # counts out of n examples (module notes)
     ci = percentile_interval(draws, level)  # (pairs, 4, 2)
     for j, key in enumerate(("both", "only_a", "only_b", "neither")):
         res[f"{key}_ci"] = ci[:, j]
     return res
 
 
+def p_floor(n_draws):
+    """The smallest Monte Carlo p-value of ``n_draws`` null draws, 1/(n_draws+1), rounded up
+    to two significant figures: what "no draw was as extreme" bounds p by."""
+    x = 1.0 / (n_draws + 1)
+    e = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return math.ceil(round(x / e, 9)) * e
+
+
 def format_p(p, n_draws=None):
-    """A p-value as text that says how it was obtained: a Monte Carlo p at its floor
-    (no null draw as extreme) prints as "< 1/(n_draws+1)" with the number of draws."""
+    """A p-value as text that says how it was obtained: a Monte Carlo p at its floor (no null
+    draw as extreme) prints as "≤ 1/(n_draws+1)", rounded up, with the number of draws."""
     if p is None or not np.isfinite(p):
         return "n/a"
     if n_draws is not None and p <= 1.0 / (n_draws + 1) + 1e-12:
-        return f"< {1 / (n_draws + 1):.1g} (0 of {n_draws} null draws)"
+        return f"≤ {p_floor(n_draws):.2g} (0 of {n_draws} null draws as low)"
     if n_draws is not None:
         return f"{p:.3g} ({n_draws} null draws)"
     return f"{p:.3g}"

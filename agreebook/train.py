@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from . import __version__
 from .config import ConfigError, TrainConfig, config_diff
 from .data import load_dataset, out_of_sample, partitions, random_labels, stratified_subset, take
-from .io import FolderLock, atomic_torch_save, atomic_write_json, remove_stale_temporaries
+from .io import FolderLock, WorkerError, atomic_torch_save, atomic_write_json, remove_stale_temporaries
 from .models import TEXT_EMBEDDING_DIM, build_model, count_parameters, get_arch, input_size
 from .record import Record, RecordError
 
@@ -343,7 +343,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
 # Plain subprocesses, not multiprocessing: spawn re-imports the caller's __main__, which breaks
 # scripts without a main guard and some notebooks; a worker rebuilds its data from the config.
 
-def worker_main(out, names, threads, data_root, download, checkpoint_every_s):
+def worker_main(out, names, threads, data_root, download, checkpoint_every_s, precision="fp32"):
     """Entry point of ``python -m agreebook.worker``: train the jobs of <out> named in ``names``."""
     import json
     torch.set_num_threads(threads)
@@ -358,12 +358,10 @@ def worker_main(out, names, threads, data_root, download, checkpoint_every_s):
 
     for job in (j for j in make_jobs(cfg) if j.name in names):
         path = Path(out) / "checkpoints" / f"{job.name}.pt"
-        _train_member(job, cfg, data, path, "cpu", on_epoch=tick, checkpoint_every_s=checkpoint_every_s)
+        _train_member(job, cfg, data, path, "cpu", on_epoch=tick, checkpoint_every_s=checkpoint_every_s,
+                      precision=precision)
         print("done", job.name, flush=True)
 
-
-class WorkerError(RuntimeError):
-    """A training worker process failed; the message is its error in one line."""
 
 
 def _pick_engine(name, device, recurrent, stack=None):
@@ -451,6 +449,8 @@ def _check_runtime(rt):
     c = rt.checkpoint_every_s
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not (c >= 0):  # NaN fails too
         raise ConfigError(f"checkpoint_every_s (--checkpoint-every) must be 0 or a positive number of seconds; got {c!r}")
+    _pick_engine(rt.engine, "cpu", False, rt.stack)  # names and the stack size, before any download
+    _pick_precision(rt.precision, "cpu")
 
 
 def _check_out(out):
@@ -474,24 +474,33 @@ def _read_identity(path):
 
 
 def _load_checkpoint(path):
-    """A checkpoint, or None when it is unreadable (a disk fault: it is written atomically), so
-    that job trains again from its seeds."""
+    """A checkpoint, or None when its bytes are damaged (a disk fault: it is written
+    atomically): it is kept as ``<name>.corrupt`` and that job trains again from its seeds.
+    An unreadable file (permissions, I/O) is an error, not a reason to retrain."""
+    import pickle
+    import sys
+    import zipfile
     try:
         return torch.load(path, weights_only=False)
-    except Exception:  # torch raises RuntimeError, EOFError, pickle errors... on a damaged file
-        path.unlink(missing_ok=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        path.replace(path.with_suffix(".corrupt"))
+        print(f"agreebook: checkpoint {path} is damaged ({type(exc).__name__}); kept as {path.with_suffix('.corrupt').name}, "
+              "its member trains again from its seeds", file=sys.stderr)
         return None
 
 
-def _member_threads(serial, conv, work, device):
-    """Threads each member computes with, decided once per run folder: a member's float
-    arithmetic depends on its thread count, so a resume (any worker count) reuses it."""
+def _member_threads(serial, conv, device, workers=None, n_jobs=1):
+    """Threads each member computes with.  A member's float arithmetic depends on its thread
+    count, so it must not depend on how many members share the machine: conv and recurrent
+    members always compute on one thread (in worker processes, one per core, or in-process
+    for small work); other nets (matmuls that use every core) take the cores a worker gets at
+    the run folder's first start, and every resume reuses that number (config.json)."""
     if device != "cpu":
         return torch.get_num_threads()
+    if serial or conv:
+        return 1
     cores = os.cpu_count() or 1
-    if serial or (conv and work >= SMALL_WORK):
-        return 1  # one worker process per core, one thread each (module notes)
-    return cores  # in-process on every core
+    return max(1, cores // min(workers or 1, n_jobs, cores))
 
 
 def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> Record:
@@ -508,6 +517,8 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     out = _check_out(out)
     device = _pick_device(rt.device)
     ds = prepare_dataset(cfg, rt.data_root, rt.download)
+    if cfg.embeddings:  # its words must meet the vocabulary: checked now, not after writing
+        load_vectors(cfg.embeddings, ds.vocabulary)
     with torch.device("meta"):  # its structure and size only: no init, no memory
         sample = build_model(cfg.arch, _in_shape(ds, cfg.embeddings), ds.n_classes, cfg.activation, cfg.dropout)
         try:  # the optimiser checks its own values (e.g. Adam's betas): fail before writing
@@ -527,21 +538,25 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
         raise ConfigError(f"cannot create the output folder {out}: {exc.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write in the output folder {out}: permission denied; choose another --out")
-    with FolderLock(out):
-        return _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, ident, ident_path)
+    with FolderLock(out) as lock:
+        return _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, ident, ident_path, lock)
 
 
-def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, ident, ident_path):
+def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, ident, ident_path, lock):
     old = _read_identity(ident_path) if ident_path.exists() else None
     try:
         prev = Record.load(out) if (out / "record.npz").exists() else None  # read once: it can be large
     except RecordError as exc:
         raise RecordError(f"{exc}; delete the folder {out} to train again") from None
-    if old is not None or prev is not None:
-        if old is None:
-            old = {"config": prev.meta.get("config"), "data_fingerprint": prev.meta.get("data_fingerprint")}
+    if old is not None and prev is None and not any((out / "checkpoints").glob("*.pt")):
+        old = None  # a start that failed before training anything: the corrected command starts afresh
+    if old is None and prev is not None:  # a folder from before config.json kept these
+        old = {"config": prev.meta.get("config"), "data_fingerprint": prev.meta.get("data_fingerprint"),
+               "threads_per_member": prev.meta.get("threads_per_member") or prev.meta.get("threads_per_worker"),
+               "runs": prev.meta.get("runs", [])}
+    if old is not None:
         if {k: old.get(k) for k in ident} != ident:
-            diff = config_diff(old["config"] or {}, ident["config"])
+            diff = config_diff(old["config"] if isinstance(old["config"], dict) else {}, ident["config"])
             if old.get("data_fingerprint") != ident["data_fingerprint"]:
                 diff.append("data: the dataset's arrays differ (fingerprint)")
             raise RecordError(f"{out} holds a record of another configuration:\n  " + "\n  ".join(diff) +
@@ -574,13 +589,20 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     epochs_left = sum(j.total - started.get(j.name, 0) for j in todo)
     # worker start-up (~2 s: torch import, data) only pays off on enough work; the thread count
     # of a member is fixed by the run's first start (its numbers depend on it)
-    threads = (old or {}).get("threads_per_member") or _member_threads(
-        serial, _uses_conv(sample), len(ds.y_train) * sum(j.total for j in jobs), device)
+    conv = _uses_conv(sample)
+    stored = (old or {}).get("threads_per_member")
+    stored = stored if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0 else None
+    threads = _member_threads(serial, conv, device, rt.workers, len(jobs))
+    if device == "cpu" and not (serial or conv) and stored:
+        threads = stored  # fixed at the folder's first start (_member_threads)
+    if engine == "stacked":  # one process, every member at once: torch's threads (records not comparable to the loop's)
+        threads = torch.get_num_threads()
+    default_workers = cores if (conv or serial) and len(ds.y_train) * epochs_left >= SMALL_WORK else 1
     workers = (1 if device != "cpu" or engine == "stacked"
-               else max(1, min(rt.workers or max(1, cores // threads), len(todo), cores)))
+               else max(1, min(rt.workers or default_workers, len(todo), cores)))
     invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": device, "engine": engine,
                   "precision": precision, "workers": workers, "epochs_left": epochs_left}
-    runs = (old or {}).get("runs", []) + [invocation]
+    runs = [r for r in (old or {}).get("runs", []) if isinstance(r, dict)] + [invocation]
     atomic_write_json(ident_path, {**ident, "threads_per_member": threads, "runs": runs})
     engines = sorted({r["engine"] for r in runs})
     meta = {"dataset": cfg.dataset, "arch": cfg.arch, "arch_description": get_arch(cfg.arch).description,
@@ -620,7 +642,12 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
     try:
         if engine == "stacked":
-            _run_stacked(todo, started, cfg, ds, ckpt_dir, device, precision, rt, absorb, bar, meta)
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                _run_stacked(todo, started, cfg, ds, ckpt_dir, device, precision, rt, absorb, bar, meta)
+            finally:
+                torch.set_num_threads(saved)
         elif workers == 1:
             saved = torch.get_num_threads()
             torch.set_num_threads(threads)
@@ -633,7 +660,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
             finally:
                 torch.set_num_threads(saved)
         else:
-            _run_workers(todo, out, workers, threads, rt, absorb, bar)
+            _run_workers(todo, out, workers, threads, rt, absorb, bar, precision, lock.fd)
     finally:
         bar.close()
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -668,8 +695,8 @@ def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None
     """A trained network of a collection's configuration: member ``member``'s seeds, trained
     in-process to the last recorded epoch (chapter 6 takes its features).
 
-    The collection keeps only predictions, so the net is trained again (same seeds; on CPU
-    thread counts can change the last bits) and its weights are kept in
+    The collection keeps only predictions, so the net is trained again with the same seeds,
+    thread count and precision as the record says its members had, and its weights are kept in
     ``<out>/models/m<member>.pt`` for the next call.  Returns (model in eval mode, the _Data
     it was trained on).
     """
@@ -680,38 +707,59 @@ def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None
     if not 0 <= member < cfg.n_models:
         raise ConfigError(f"member must be in [0, {cfg.n_models}); got {member}")
     device = _pick_device(rt.device)
-    data = _Data(prepare_dataset(cfg, rt.data_root, rt.download), cfg.arch, device, cfg.embeddings)
+    recorded = _recorded_run(out)
+    precision = recorded.get("precision") if recorded.get("precision") in ("fp32", "bf16") else \
+        _pick_precision(rt.precision, device)
+    ds = prepare_dataset(cfg, rt.data_root, rt.download)
+    with torch.device("meta"):
+        sample = build_model(cfg.arch, _in_shape(ds, cfg.embeddings), ds.n_classes, cfg.activation, cfg.dropout)
+    saved = torch.get_num_threads()
+    threads = recorded.get("threads_per_member")
+    if not (isinstance(threads, int) and threads > 0):  # an old record: the rule of _member_threads
+        threads = 1 if device == "cpu" and (_uses_conv(sample) or _recurrent(sample)) else saved
+    torch.set_num_threads(threads)
+    try:
+        data = _Data(ds, cfg.arch, device, cfg.embeddings)
+        return _member_model(cfg, out, member, device, data, precision)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _member_model(cfg, out, member, device, data, precision):
     job = make_jobs(cfg)[member]
     path = Path(out) / "models" / f"{job.name}.pt"
-    threads = _recorded_threads(out)
+    model = None
     if path.exists():
         torch.manual_seed(job.seed)
         model = build_model(cfg.arch, data.in_shape, data.n_classes, cfg.activation, cfg.dropout).to(device)
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True))
+        except (RuntimeError, EOFError, ValueError) as exc:  # damaged bytes: train it again
+            import sys
+            print(f"agreebook: {path} is damaged ({type(exc).__name__}); training member {member} again",
+                  file=sys.stderr)
+            model = None
+    if model is None:
         import tempfile
         keep = {}
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads or saved)  # the collection's arithmetic (_member_threads)
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                _train_member(job, cfg, data, Path(tmp) / "ck.pt", device, checkpoint_every_s=float("inf"), keep=keep)
-        finally:
-            torch.set_num_threads(saved)
+        with tempfile.TemporaryDirectory() as tmp:  # the collection's threads and precision (member_model)
+            _train_member(job, cfg, data, Path(tmp) / "ck.pt", device, checkpoint_every_s=float("inf"), keep=keep,
+                          precision=precision)
         model = keep["model"]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(path, model.state_dict())
     return model.eval(), data
 
 
-def _recorded_threads(out):
-    """The thread count a collection's members computed with (record.json), or None."""
+def _recorded_run(out):
+    """What a collection's record.json says of how its members computed ({} if nothing)."""
     import json
     path = Path(out) / "record.json"
     try:
-        return json.loads(path.read_text()).get("threads_per_member") if path.exists() else None
+        meta = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
-        return None
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 @torch.inference_mode()
@@ -727,7 +775,9 @@ def penultimate_features(model, data, split, batch=None):
     return torch.cat([body(_Data.nchw(x[a:a + batch])).float().cpu() for a in range(0, len(x), batch)]).numpy()
 
 
-def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
+def _run_workers(jobs, out, workers, threads, rt, absorb, bar, precision="fp32", lock_fd=None):
+    """Train ``jobs`` in ``workers`` processes of ``threads`` threads each; the first failure
+    (a worker's, or reading a finished job back) stops them all and is raised here."""
     import subprocess
     import sys
     import threading
@@ -735,37 +785,55 @@ def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
     env = {**WORKER_MALLOC, **os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+    # the workers inherit the folder's lock: it holds until the last of them exits, even if the
+    # driver is killed (a worker stops at its next epoch; io.FolderLock)
+    fds = (lock_fd,) if lock_fd is not None else ()
     procs = [subprocess.Popen([sys.executable, "-m", "agreebook.worker", str(out),
                                ",".join(j.name for j in jobs[w::workers]), str(threads), str(rt.data_root or ""),
-                               "1" if rt.download else "0", str(rt.checkpoint_every_s)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               "1" if rt.download else "0", str(rt.checkpoint_every_s), precision],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, pass_fds=fds)
              for w in range(workers)]
     lock = threading.Lock()
-    errors = {}
+    errors, failures, absorbed = {}, [], set()
 
-    def pump(p):
-        for line in p.stdout:
-            word = line.split()
-            with lock:
-                if word[:1] == ["epoch"]:
-                    bar.update(1)
-                elif word[:1] == ["done"] and word[1] in by_name:
-                    ck = torch.load(out / "checkpoints" / f"{word[1]}.pt", weights_only=False)
-                    absorb(by_name[word[1]], ck["out"])
-        errors[p.pid] = p.stderr.read()
-
-    threads_ = [threading.Thread(target=pump, args=(p,), daemon=True) for p in procs]
-    try:
-        for t in threads_:
-            t.start()
-        for p, t in zip(procs, threads_):
-            p.wait()
-            t.join()
-    finally:
+    def stop_all():
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    failed = [p for p in procs if p.returncode != 0]
+
+    def pump(p):
+        try:
+            for line in p.stdout:
+                word = line.split()
+                with lock:
+                    if word[:1] == ["epoch"]:
+                        bar.update(1)
+                    elif word[:1] == ["done"] and word[1] in by_name:
+                        ck = torch.load(out / "checkpoints" / f"{word[1]}.pt", weights_only=False)
+                        absorb(by_name[word[1]], ck["out"])
+                        absorbed.add(word[1])
+        except BaseException as exc:  # a full disk in absorb's write, a damaged file: stop, report
+            failures.append(exc)
+            stop_all()
+
+    def drain(p):  # stderr read as it comes: a worker's warnings must not fill the pipe and block it
+        errors[p.pid] = p.stderr.read()
+
+    threads_ = [threading.Thread(target=f, args=(p,), daemon=True) for p in procs for f in (pump, drain)]
+    try:
+        for t in threads_:
+            t.start()
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs):
+                stop_all()  # one failed: the others' work is checkpointed, a rerun resumes
+            time.sleep(0.2)
+        for t in threads_:
+            t.join()
+    finally:
+        stop_all()
+    if failures:
+        raise failures[0]
+    failed = [p for p in procs if p.returncode not in (0, -9)] or [p for p in procs if p.returncode != 0]
     if failed:
         err = errors.get(failed[0].pid, "").strip().splitlines()
         if os.environ.get("AGREEBOOK_DEBUG"):
@@ -773,3 +841,6 @@ def _run_workers(jobs, out, workers, threads, rt, absorb, bar):
         raise WorkerError(f"a training worker failed (exit {failed[0].returncode}): "
                           f"{err[-1] if err else 'no message'}; its checkpoints are kept: run the same command "
                           "again to resume (AGREEBOOK_DEBUG=1 shows the worker's traceback)")
+    missing = set(by_name) - absorbed
+    if missing:
+        raise WorkerError(f"the workers ended without finishing {sorted(missing)}; run the same command again to resume")

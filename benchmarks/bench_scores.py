@@ -1,7 +1,10 @@
 """Scores + null on a synthetic record the size of ImageNet: N=100, 7 epochs, 1.33M examples.
 
 usage: python benchmarks/bench_scores.py [--examples 1331167]
-Prints the time of each score and the process's peak memory. Targets: < 10 s, < 4 GB.
+Prints the time of each score, then of each statistic of agreebook.stats (bootstrap intervals,
+error consistency, reliability, models_needed), then everything ``report`` computes for one
+split (analysis.analyze, end to end), and the process's peak memory.
+Targets: scores < 10 s; everything report computes, intervals included, < 30 s; < 4 GB.
 """
 import argparse
 import resource
@@ -10,6 +13,7 @@ import time
 import numpy as np
 
 from agreebook import metrics as M
+from agreebook import stats as S
 
 
 def synthetic_record(n_models, n_epochs, n_examples, n_classes, seed=0):
@@ -60,6 +64,33 @@ def main():
     print(f"check: bimodality {np.round(bim, 3).tolist()} vs null {np.round(test['null'], 3).tolist()}; "
           f"class null {np.round(by_class['null'], 3).tolist()}; "
           f"mean agreement {agr.mean():.3f} vs null {null_agr.mean():.3f}; accessibility mean {acs.mean():.3f}")
+
+    s = {}
+    t0 = time.perf_counter()
+    bci = S.bimodality_ci(preds, labels); s["bimodality CI (1000 draws)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    aci = S.mean_ci(agr); s["mean Agreement CI"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ec = S.error_consistency(preds, labels); s["error consistency + CI"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rel = S.split_half_reliability(preds, labels); s["split-half reliability (10)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    need = S.models_needed(preds, labels); s["models_needed"] = time.perf_counter() - t0
+    for k, v in s.items():
+        print(f"  {k:<30} {v:7.2f} s")
+    print(f"statistics {sum(s.values()):.2f} s; check: bimodality CI {np.round(bci['ci'][-1], 3).tolist()}, "
+          f"Agreement CI {np.round(aci['ci'][-1], 4).tolist()}, kappa {np.round(ec['estimate'], 3).tolist()}, "
+          f"reliability {rel['reliability']:.4f}, 0.95 reached at n = {S.reliability_reached(need)}")
+    del tpa, agr
+    from agreebook.analysis import analyze
+    from agreebook.record import Record
+    rec = Record({"train": preds}, {"train": labels}, np.arange(1, a.epochs + 1), meta={"n_classes": a.classes})
+    t0 = time.perf_counter()
+    analyze(rec, "train")
+    whole = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"everything report computes (analysis.analyze, one split): {whole:.2f} s (target < 30 s); "
+          f"peak memory {peak:.2f} GiB, record included (target < 4 GB)")
 
 
 if __name__ == "__main__":

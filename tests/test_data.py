@@ -106,3 +106,21 @@ def test_channel_mean_sd_matches_numpy_across_chunks():
         mean, sd = D._channel_mean_sd(x, rows=rows)
         np.testing.assert_array_equal(mean, flat.mean(0))  # integer sums: exact
         np.testing.assert_allclose(sd, flat.std(0), rtol=1e-12)
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    """torchvision makes MNIST/raw before its download fails offline: nothing of it stays, and
+    what the data root held before does."""
+    import torchvision.datasets as tvd
+
+    class Offline:
+        def __init__(self, root, train, download):
+            (tmp_path / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
+
+    monkeypatch.setattr(tvd, "MNIST", Offline)
+    (tmp_path / "mine.txt").write_text("a user's file")
+    with pytest.raises(D.DatasetError) as err:
+        D.load_dataset("mnist", root=tmp_path, download=True)
+    assert "--data-root" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

@@ -76,7 +76,7 @@ def test_chapter_1_and_7_figures_draw(tmp_path):
     preds = np.random.default_rng(1).integers(0, 3, (4, 3, 30))
     rec = _record(preds, labels)
     images = np.random.default_rng(2).integers(0, 255, (30, 8, 8, 1), dtype=np.uint8)
-    for fig in (plots.first_and_last_learned(rec, "test", images, per_class=2),
+    for fig in (plots.first_and_last_learned(rec, "test", images, X.first_and_last(rec, "test", per_class=2)),
                 plots.tp_agreement_by_predicted_label(rec, "test"),
                 plots.tp_agreement_dynamics(rec, "test", n_examples=5)):
         assert "N=4" in fig._suptitle.get_text() if fig._suptitle else "N=4" in fig.axes[0].get_title()
@@ -125,3 +125,26 @@ def test_member_model_reproduces_the_collection_member_and_is_kept(tmp_path):
     again, _ = member_model(cfg, tmp_path, member=1)  # loaded, not trained
     np.testing.assert_array_equal(penultimate_features(again, data, "test"), penultimate_features(model, data, "test"))
     assert penultimate_features(model, data, "train").shape == (200, 512)
+
+
+def test_one_analysis_per_record_read_by_every_table(monkeypatch):
+    """The tables and the verdict of one record read one cached analysis; none recomputes it."""
+    from agreebook import analysis as A
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 200)
+    preds = np.where(rng.random((6, 3, 200)) < 0.6, labels, (labels + 1) % 3)
+    rec = Record({"test": preds}, {"test": labels}, (1, 2, 3))
+    calls = []
+    real = A._analyze
+    monkeypatch.setattr(A, "_analyze", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    table = X.epoch_table(rec, "test", by_class=True)
+    X.bimodality_verdict(rec, "test")
+    X.bimodality_verdict(rec, "test", null="class")
+    X.minimum_bimodality_table([("a", rec)], splits=("test",))
+    X.robustness_table([("a", rec)])
+    plots.tp_agreement_histograms(rec, "test")
+    assert calls == ["test"] and A.analyze(rec, "test") is A.analyze(rec, "test")
+    a = A.analyze(rec, "test")
+    np.testing.assert_allclose(table["bimodality"], a.bimodality)
+    assert {"bimodality 95% CI", "error consistency", "kappa 95% CI"} <= set(table.columns)
+    assert a.bimodality_ci.shape == (3, 2) and np.all(a.bimodality_ci[:, 0] <= a.bimodality)

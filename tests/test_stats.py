@@ -20,8 +20,20 @@ def test_bootstrap_with_one_example_a_block_is_the_ordinary_bootstrap():
     x = np.arange(50.0)
     total, draws = bs.sums(x)
     assert total == x.sum()
-    # draw b's total is the sum of the examples drawn, with their multiplicities
-    np.testing.assert_allclose(draws, bs.weights @ x[bs.order])  # order[k]: block k's example
+    # draw b's total, summed example by example: each example counted as often as its block is
+    by_hand = [sum(x[i] * bs.weights[b, bs.block[i]] for i in range(50)) for b in range(300)]
+    np.testing.assert_allclose(draws, by_hand)
+
+
+def test_block_bootstrap_counts_have_the_binomial_spread_when_blocks_are_uneven():
+    """1500 examples in 1000 blocks (sizes 1 and 2): a draw's raw count is over a random number
+    of examples; rescaled to n it has the ordinary bootstrap's sd, sqrt(n p (1 - p))."""
+    x = (np.arange(1500) % 10 != 0).astype(float)  # p = 0.9
+    bs = S.Bootstrap(1500, n_boot=4000, seed=2)
+    assert set(bs.sizes) == {1.0, 2.0}
+    _, draws = bs.sums(x)
+    sd = np.std(draws * 1500 / bs.drawn)
+    assert abs(sd / np.sqrt(1500 * 0.9 * 0.1) - 1) < 0.06  # 4000 draws: the sd's own error ~1%
 
 
 def test_block_bootstrap_keeps_the_variance_of_the_mean():
@@ -84,6 +96,28 @@ def test_correlation_matches_scipy_and_ranks_on_ties():
     assert S.correlation(x, x ** 3, n_boot=100)["spearman"] == pytest.approx(1.0)
 
 
+def test_spearman_ci_covers_rho_s_where_the_correlation_is_high():
+    """Re-ranking every draw: an interval from fixed ranks measured 0.88x the width at rho 0.95."""
+    rng = np.random.default_rng(12)
+    rho, reps, hit = 0.9, 150, 0
+    rho_s = 6 / np.pi * np.arcsin(rho / 2)  # Spearman's rho of a bivariate normal
+    for r in range(reps):
+        a, b = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=200).T
+        lo, hi = S.correlation(a, b, n_boot=400, seed=r)["spearman_ci"]
+        hit += lo <= rho_s <= hi
+    assert 0.89 <= hit / reps <= 0.99
+
+
+def test_correlation_of_a_constant_is_nan_not_zero():
+    a = np.ones(100)
+    a[0] = 2.0  # constant in about 37% of draws
+    b = np.random.default_rng(0).random(100)
+    out = S.correlation(np.ones(100), b, n_boot=100)
+    assert np.isnan(out["pearson"]) and np.isnan(out["pearson_ci"]).all()
+    lo, hi = S.correlation(a, b, n_boot=400)["pearson_ci"]
+    assert abs(hi) > 1e-3  # the draws where a is constant are dropped, not counted as r ~ 1e-8
+
+
 def test_correlation_ci_covers_rho():
     rng = np.random.default_rng(8)
     rho, reps, hit = 0.5, 200, 0
@@ -99,6 +133,31 @@ def test_spearman_brown_by_hand():
     assert S.spearman_brown(0.5) == pytest.approx(2 / 3)
     assert S.spearman_brown(0.5, 3) == pytest.approx(1.5 / 2)
     assert S.spearman_brown(1.0) == 1.0 and S.spearman_brown(0.0) == 0.0
+    # negative half correlations count as 0: 3r/(1+2r) would give +9 at r = -0.6
+    assert S.spearman_brown(-0.6, 3) == 0.0 and S.spearman_brown(-1.0) == 0.0
+
+
+def test_split_half_reliability_of_an_odd_collection_by_hand():
+    """Five models: halves of two, one model left out, corrected by 5/2 = 2.5."""
+    rng = np.random.default_rng(7)
+    easy = rng.random(200)
+    p = (rng.random((5, 2, 200)) < easy).astype(np.int16)
+    y = [1] * 200  # a list: labels are checked like everywhere else
+    out = S.split_half_reliability(p, y, n_splits=6, seed=1)
+    r = np.clip(out["half_r"], 0, 1)
+    np.testing.assert_allclose(out["reliability"], np.mean(2.5 * r / (1 + 1.5 * r)))
+
+
+def test_subset_pass_does_not_depend_on_the_chunk_size(monkeypatch):
+    rng = np.random.default_rng(5)
+    easy = rng.random(300)
+    p = (rng.random((7, 3, 300)) < easy).astype(np.int16)
+    y = np.ones(300, np.int16)
+    whole = S.models_needed(p, y, n_draws=3)
+    monkeypatch.setattr(S, "_CHUNK", 37)  # 300 examples in 9 chunks, the last one short
+    chunked = S.models_needed(p, y, n_draws=3)
+    for key in ("reliability", "bimodality", "null_bimodality"):
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-9)
 
 
 def test_split_half_reliability_identical_one_independent_zero():
@@ -134,6 +193,8 @@ def test_models_needed_grows_with_n_and_ends_at_the_whole_collection():
     labels = np.ones(800, np.int16)
     out = S.models_needed(preds, labels, n_draws=4)
     assert out["sizes"][0] == 2 and out["sizes"][-1] == 16
+    # the null of n independent models: its bimodality grows with n, toward 2 - 2/n
+    assert out["null_bimodality"][0, 0] < out["null_bimodality"][-1, 0]
     assert np.all(np.diff(out["reliability"][1:]) > -0.02) and out["reliability"][-1] > out["reliability"][0]
     # a subset of all 16 models is the collection itself: its bimodality exactly
     np.testing.assert_allclose(out["bimodality"][-1], M.bimodality(M.tp_agreement(preds, labels), axis=1))
@@ -171,7 +232,16 @@ def test_error_consistency_of_independent_models_is_zero_within_its_ci():
         hit += lo <= 0 <= hi
         means.append(out["estimate"][0])
     assert abs(np.mean(means)) < 0.01
-    assert 0.88 <= hit / reps <= 1.0
+    assert 0.88 <= hit / reps <= 0.99
+
+
+def test_error_consistency_has_no_interval_without_shared_errors():
+    """Three independent models at 0.9995 on 50000 examples share ~0.01 errors a pair: no draw can
+    show fewer than none, so an interval would exclude 0 for independent models."""
+    rng = np.random.default_rng(1)
+    preds, labels = _independent(3, 50000, 0.9995, rng)
+    out = S.error_consistency(preds, labels, n_boot=100)
+    assert out["few_errors"][0] and np.isnan(out["ci"][0]).all() and np.isfinite(out["estimate"][0])
 
 
 def test_matched_accuracy_ci_brackets_the_counts():
@@ -187,7 +257,9 @@ def test_matched_accuracy_ci_brackets_the_counts():
 
 
 def test_format_p_says_how_it_was_obtained():
-    assert S.format_p(1 / 2001, 2000) == "< 0.0005 (0 of 2000 null draws)"
+    assert S.format_p(1 / 2001, 2000) == "≤ 0.0005 (0 of 2000 null draws as low)"
+    assert S.format_p(1 / 301, 300) == "≤ 0.0034 (0 of 300 null draws as low)"  # rounded up, never below p
+    assert S.p_floor(3000) >= 1 / 3001
     assert S.format_p(0.0123, 2000) == "0.0123 (2000 null draws)"
     assert S.format_p(0.2) == "0.2"
     assert S.format_p(None) == "n/a"

@@ -74,6 +74,34 @@ def test_killed_run_resumes_to_the_same_record(tmp_path):
         np.testing.assert_array_equal(resumed.predictions[s], ref.predictions[s])
 
 
+def test_a_resume_under_another_worker_count_gives_the_same_record(tmp_path):
+    """Killed while 2 worker processes (1 thread each) train, resumed in one process: the
+    reference ran in-process too, where a member used to compute on both cores and differed."""
+    cfg = dict(SMALL, epochs=(1, 2, 3, 4, 5, 6, 7, 8))
+    ref = train_collection(TrainConfig(**cfg), tmp_path / "ref", RT)  # in-process
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "agreebook", "train", "--out", str(out), "--dataset", "digits",
+           "--arch", "small_st_vgg", "--models", "3", "--epochs", "1,2,3,4,5,6,7,8",
+           "--train-size", "400", "--test-size", "200", "--checkpoint-every", "0"]
+    proc = subprocess.Popen(cmd + ["--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpts = out / "checkpoints"
+    deadline = time.time() + 120
+    # kill once a job has checkpointed: the rerun has fewer jobs left than workers asked before
+    while time.time() < deadline and not (ckpts.exists() and any(ckpts.glob("m*.pt"))):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd + ["--workers", "1"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = Record.load(out)
+    assert resumed.is_complete
+    assert [r["workers"] for r in resumed.meta["runs"]] == [2, 1]  # what happened, not the last call
+    assert resumed.meta["threads_per_member"] == ref.meta["threads_per_member"] == 1
+    for s in ("train", "test"):
+        np.testing.assert_array_equal(resumed.predictions[s], ref.predictions[s])
+
+
 def test_workers_resume_past_jobs_that_finished_before_the_kill(tmp_path):
     # a kill can land after a job's last epoch: its checkpoint then holds predictions only, and the
     # rerun reads them back while the workers train the other jobs (this crashed once, found by CI)
@@ -89,7 +117,7 @@ def test_workers_resume_past_jobs_that_finished_before_the_kill(tmp_path):
         p.write_bytes(b"PK\x03")
     rec = train_collection(cfg, out, Runtime(workers=2, progress=False))
     assert not any(p.exists() for p in half_written)
-    assert rec.is_complete and rec.meta["workers"] == 2
+    assert rec.is_complete and rec.meta["runs"][-1]["workers"] == 2 and rec.meta["threads_per_member"] == 1
     for s in ref.splits:
         assert (rec.predictions[s][0] == 7).all()  # read back, not trained again
         np.testing.assert_array_equal(rec.predictions[s][1:], ref.predictions[s][1:])
@@ -133,7 +161,7 @@ def test_protocols_and_schedule():
 def test_retrain_protocol_and_random_labels(tmp_path):
     cfg = TrainConfig(**dict(SMALL, epochs=(1, 3), protocol="retrain", random_labels=True))
     rec = train_collection(cfg, tmp_path / "r", Runtime(progress=False, workers=2))  # 2 worker processes
-    assert rec.is_complete and rec.meta["workers"] == 2
+    assert rec.is_complete and rec.meta["runs"][-1]["workers"] == 2 and rec.meta["threads_per_member"] == 1
     # random labels: the test set (true labels) stays near chance
     assert rec.accuracies("test").mean() < 0.3
 
@@ -165,10 +193,15 @@ def test_cli_train_and_report(tmp_path):
     r = run("report", str(out), "--json")
     summary = json.loads(r.stdout)
     assert set(summary) == {"train", "test"}
-    for key in ("epochs", "accuracy", "bimodality", "null_bimodality", "agreement", "null_agreement"):
-        assert len(summary["test"][key]) == 2
+    for key in ("epochs", "accuracy", "bimodality", "null_bimodality", "agreement", "null_agreement",
+                "bimodality_ci", "error_consistency", "error_consistency_ci", "agreement_ci"):
+        assert len(summary["test"][key]) == 2, key
+    for lo_hi in summary["test"]["bimodality_ci"]:
+        assert len(lo_hi) == 2 and (None in lo_hi or lo_hi[0] <= lo_hi[1])
+    assert isinstance(summary["test"]["reliability"], float) and "Monte Carlo, 2000" in summary["test"]["p_value_method"]
     r = run("report", str(out))
-    assert "bimod" in r.stdout and (out / "tp_agreement_map_test.png").exists()
+    assert "bimod" in r.stdout and "kappa" in r.stdout and (out / "tp_agreement_map_test.png").exists()
+    assert "accessibility reliability 0.95" in r.stdout and (out / "models_needed_test.png").exists()
     r = run("train", "--out", str(tmp_path / "s"), "--models", "2", "--epochs", "1", "--arch", "fc",
             "--engine", "stacked", "--stack", "2", "--precision", "bf16")
     assert r.returncode == 0, r.stderr
