@@ -60,6 +60,30 @@ def accuracies(predictions, labels):
                      for m in range(n_models)], dtype=np.float64) / n_examples
 
 
+_SORT_KIND = {}
+
+
+def _sort_kind(dtype):
+    """The faster of numpy's sorts for rows of ``dtype`` on this CPU, measured once: for int16
+    "stable" is a radix sort, 2x the default quicksort on a CPU without AVX-512 (Zen 3: 1.7 s
+    against 3.1 s an ImageNet-sized epoch), while AVX-512 machines sort faster with quicksort."""
+    dtype = np.dtype(dtype)
+    if dtype not in _SORT_KIND:
+        import time
+        rows = np.random.default_rng(0).integers(0, 1000, (4096, 64)).astype(dtype)
+        best = {}
+        for kind in ("quicksort", "stable"):
+            times = []
+            for _ in range(3):
+                r = rows.copy()
+                t = time.perf_counter()
+                r.sort(axis=1, kind=kind)
+                times.append(time.perf_counter() - t)
+            best[kind] = min(times)
+        _SORT_KIND[dtype] = min(best, key=best.get)
+    return _SORT_KIND[dtype]
+
+
 def mode(predictions_at_epoch, return_label=False):
     """Most frequent label across models for each example, and how many models give it.
 
@@ -75,7 +99,7 @@ def mode(predictions_at_epoch, return_label=False):
     for a in range(0, n_examples, _MODE_CHUNK):
         # Sorting contiguous rows is ~15x faster than sorting along the strided model axis.
         rows = np.ascontiguousarray(p[:, a:a + _MODE_CHUNK].T)
-        rows.sort(axis=1)
+        rows.sort(axis=1, kind=_sort_kind(rows.dtype))
         s = np.ascontiguousarray(rows.T)
         c = s.shape[1]
         same = np.empty((max(n_models - 1, 0), c), np.int16)

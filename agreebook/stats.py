@@ -43,6 +43,13 @@ N_BLOCKS = 1000  # example blocks a draw reweights (examples themselves when few
 N_SPLITS = 10  # random model halves averaged in split-half reliability
 N_SUBSETS = 5  # random model subsets per size in models_needed
 MIN_SHARED_ERRORS = 5  # error consistency's interval needs this many expected shared errors a pair
+# Above this many examples, error consistency's interval and models_needed work on a seeded
+# random subsample: the interval from the subsample's bootstrap deviations scaled by
+# sqrt(m / n) (m-out-of-n bootstrap of a smooth statistic; the estimate itself uses every
+# example), and models_needed's reliabilities and bimodalities as estimates whose sampling
+# error at 200,000 examples is ~0.002.  The random gathers of a block bootstrap cost ~1.5 s an
+# epoch at ImageNet size, this 0.2 s.
+MAX_BOOT_EXAMPLES = 200_000
 _CHUNK = 1 << 15  # examples per float32 correctness block: (n_models, 32768) is 13 MB at N=100
 
 
@@ -285,7 +292,9 @@ def _subset_pass(preds, labels, whole, halves, size_of, histograms=True):
                 hist[e] += np.bincount((k + offset).ravel(), minlength=g * (n_models + 1)).reshape(g, -1)
         # centred near the middle of its range, so the sums of squares do not cancel
         acc = acc.astype(np.float64).reshape(g, 2, -1) - (size_of // 2 * n_epochs / 2)[:, None, None]
-        pair += _pair_stats(acc[:, 0], acc[:, 1]).sum(1)
+        x, y = acc[:, 0], acc[:, 1]
+        pair += np.stack([np.full(g, x.shape[1]), x.sum(1), y.sum(1), np.einsum("ij,ij->i", x, x),
+                          np.einsum("ij,ij->i", y, y), np.einsum("ij,ij->i", x, y)], axis=1)
     r = _pearson_from_sums(pair)
     return r, spearman_brown(r, size_of / (size_of // 2)), hist
 
@@ -329,7 +338,8 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0):
     is read against it.  Returns ``sizes`` (k,), ``reliability`` (k,) mean over draws,
     ``reliability_range`` (k, 2) the smallest and largest over the draws, ``bimodality`` and
     ``null_bimodality`` (k, n_epochs) means over draws, ``bimodality_range`` (k, n_epochs, 2).
-    Reliability at n=2 and n=3 rests on one model a half.
+    Reliability at n=2 and n=3 rests on one model a half.  Above MAX_BOOT_EXAMPLES examples it
+    works on a seeded random subsample of that many.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -348,7 +358,11 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0):
     sizes = np.asarray(sizes, dtype=np.int64)
     if sizes.min() < 2 or sizes.max() > n_models:
         raise ValueError(f"sizes must lie in [2, {n_models}]; got {sizes.tolist()}")
-    whole, halves, size_of = _subsets(n_models, sizes, n_draws, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    whole, halves, size_of = _subsets(n_models, sizes, n_draws, rng)
+    if n > MAX_BOOT_EXAMPLES:  # estimates from a seeded subsample (see MAX_BOOT_EXAMPLES)
+        keep = np.sort(rng.choice(n, MAX_BOOT_EXAMPLES, replace=False))
+        preds, labels = preds[:, :, keep], labels[keep]
     _, rel, hist = _subset_pass(preds, labels, whole, halves, size_of)
     rel = rel.reshape(len(sizes), n_draws)
     acc = M.accuracies(preds, labels)
@@ -383,6 +397,8 @@ def error_consistency(predictions, labels, n_boot=N_BOOT, level=LEVEL, seed=0, n
     the mean over all pairs of models.  predictions: (n_models, n_epochs, n_examples).
     Returns ``estimate`` (n_epochs,), ``ci`` (n_epochs, 2) resampling examples, ``pairwise``
     (n_epochs, n_models, n_models) with NaN on the diagonal, and ``few_errors`` (n_epochs,):
+    the estimate uses every example; above MAX_BOOT_EXAMPLES the interval comes from a seeded
+    subsample (see MAX_BOOT_EXAMPLES).  ``few_errors``:
     where independent models would share fewer than MIN_SHARED_ERRORS errors on average per
     pair, no draw can show fewer shared errors than none, and the interval is NaN (near the
     ceiling kappa cannot be measured on this many examples).
@@ -396,29 +412,46 @@ def error_consistency(predictions, labels, n_boot=N_BOOT, level=LEVEL, seed=0, n
     n_models, n_epochs, n = preds.shape
     if n_models < 2:
         raise ValueError(f"error consistency needs at least 2 models; got {n_models}")
-    bs = Bootstrap(n, n_boot, seed, n_blocks)
-    order, edges = bs.order, bs.edges
+    # the interval from a seeded subsample of at most MAX_BOOT_EXAMPLES examples (module notes)
+    m = min(n, MAX_BOOT_EXAMPLES)
+    sub = np.sort(np.random.default_rng(seed).choice(n, m, replace=False)) if m < n else None
+    bs = Bootstrap(m, n_boot, seed, n_blocks)
     iu = np.triu_indices(n_models, 1)
     est, ci = np.empty(n_epochs), np.empty((n_epochs, 2))
     pairwise = np.empty((n_epochs, n_models, n_models))
     few = np.zeros(n_epochs, bool)
-    labels_ = labels.astype(preds.dtype)[order]
+    labels_ = labels.astype(preds.dtype)
     for e in range(n_epochs):
-        c = (preds[:, e, order] == labels_).astype(np.float32)  # (N, n) in block order
-        # per block: both-right counts of every pair and each model's right count
-        gram = np.stack([c[:, a:b] @ c[:, a:b].T for a, b in zip(edges[:-1], edges[1:])])
-        right = np.add.reduceat(c, edges[:-1], axis=1).T
-        stats = np.concatenate([gram[:, iu[0], iu[1]], right, bs.sizes[:, None]], axis=1)
-        total = stats.sum(0, dtype=np.float64)
-        # the draws in float32: integer counts below 2**24 add exactly, and it halves the time
-        draws = bs.weights.astype(np.float32) @ stats.astype(np.float32)
+        # the estimate: every example, one Gram matrix of correctness (both-right counts; its
+        # diagonal is each model's right count)
+        gram = np.zeros((n_models, n_models))
+        for a in range(0, n, _CHUNK):
+            c = (preds[:, e, a:a + _CHUNK] == labels_[a:a + _CHUNK]).astype(np.float32)
+            gram += c @ c.T
+        total = np.concatenate([gram[iu], np.diag(gram), [n]])
         mean, k_all = _mean_kappa(total[None], iu, n_models)
         est[e] = mean[0]
-        wrong = 1 - total[len(iu[0]):len(iu[0]) + n_models] / n
-        few[e] = n * np.mean(wrong[iu[0]] * wrong[iu[1]]) < MIN_SHARED_ERRORS
         pairwise[e] = np.nan
         pairwise[e][iu] = pairwise[e].T[iu] = k_all[0]
-        ci[e] = np.nan if few[e] else percentile_interval(_mean_kappa(draws, iu, n_models)[0], level)
+        wrong = 1 - np.diag(gram) / n
+        few[e] = n * np.mean(wrong[iu[0]] * wrong[iu[1]]) < MIN_SHARED_ERRORS
+        if few[e]:
+            ci[e] = np.nan
+            continue
+        # the interval: per block of the (sub)sample, the same counts; draws reweight blocks
+        rows = preds[:, e] if sub is None else preds[:, e, sub]
+        y = labels_ if sub is None else labels_[sub]
+        c = (rows[:, bs.order] == y[bs.order]).astype(np.float32)  # (N, m) in block order
+        grams = np.stack([c[:, a:b] @ c[:, a:b].T for a, b in zip(bs.edges[:-1], bs.edges[1:])])
+        stats = np.concatenate([grams[:, iu[0], iu[1]], np.diagonal(grams, axis1=1, axis2=2), bs.sizes[:, None]],
+                               axis=1)
+        # the draws in float32: integer counts below 2**24 add exactly, and it halves the time
+        draws = _mean_kappa(bs.weights.astype(np.float32) @ stats.astype(np.float32), iu, n_models)[0]
+        if sub is None:
+            ci[e] = percentile_interval(draws, level)
+        else:  # the subsample's deviations, shrunk to the whole sample's size (a smooth statistic)
+            centre = _mean_kappa(stats.sum(0, dtype=np.float64)[None], iu, n_models)[0][0]
+            ci[e] = est[e] + percentile_interval(draws - centre, level) * np.sqrt(m / n)
     return {"estimate": est, "ci": ci, "pairwise": pairwise, "few_errors": few, "resampled": "examples"}
 
 

@@ -263,3 +263,19 @@ def test_format_p_says_how_it_was_obtained():
     assert S.format_p(0.0123, 2000) == "0.0123 (2000 null draws)"
     assert S.format_p(0.2) == "0.2"
     assert S.format_p(None) == "n/a"
+
+
+def test_error_consistency_interval_from_a_subsample_matches_the_full_bootstrap(monkeypatch):
+    """Above MAX_BOOT_EXAMPLES the interval comes from a subsample, its deviations shrunk by
+    sqrt(m / n): its width matches the full bootstrap's, the estimate is the whole sample's."""
+    rng = np.random.default_rng(4)
+    easy = rng.random(8000)
+    preds = (rng.random((5, 1, 8000)) < easy).astype(np.int16)
+    labels = np.ones(8000, np.int16)
+    full = S.error_consistency(preds, labels, n_boot=800, seed=1)
+    monkeypatch.setattr(S, "MAX_BOOT_EXAMPLES", 2000)
+    sub = S.error_consistency(preds, labels, n_boot=800, seed=1)
+    assert sub["estimate"][0] == pytest.approx(full["estimate"][0], rel=1e-12)
+    w_full, w_sub = np.diff(full["ci"][0])[0], np.diff(sub["ci"][0])[0]
+    assert abs(w_sub / w_full - 1) < 0.2  # 800 draws from 2000 examples: the width's own error ~5-10%
+    assert sub["ci"][0, 0] < sub["estimate"][0] < sub["ci"][0, 1]
