@@ -229,7 +229,12 @@ def dataset_sizes(name, data_root=None):
 
 
 def default_runs():
-    return os.environ.get("AGREEBOOK_RUNS") or str(default_root() / "runs")
+    """Where chapters keep their records: $AGREEBOOK_RUNS, else the checkout's committed
+    ``book/records`` (the records behind the rendered book), else ~/.cache/agreebook/runs."""
+    if os.environ.get("AGREEBOOK_RUNS"):
+        return os.environ["AGREEBOOK_RUNS"]
+    committed = Path(__file__).resolve().parent.parent / "book" / "records"
+    return str(committed if committed.is_dir() else default_root() / "runs")
 
 
 def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, scale="cpu",
@@ -270,16 +275,21 @@ _USED = {}  # the records this kernel's chapter used: run folder -> the versions
 
 
 def versions_table():
-    """The package versions each record used by this chapter was trained with (record.json),
-    one row per record, and the versions this analysis runs with: a DataFrame."""
+    """The package versions the records this chapter used were trained with (their
+    record.json), one row per distinct set with how many records share it, and the versions
+    this analysis ran with: a DataFrame."""
     import platform
     import numpy as np
     import pandas as pd
     import scipy
     from . import __version__
-    rows = {name: v for name, v in _USED.items()}
-    rows["(this analysis)"] = {"agreebook": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                               "pandas": pd.__version__, "python": platform.python_version()}
+    groups = {}
+    for name, v in _USED.items():
+        groups.setdefault(json.dumps(v, sort_keys=True), []).append(name)
+    rows = {f"records, set {i + 1} ({len(names)} trained with)": json.loads(key)
+            for i, (key, names) in enumerate(groups.items())}
+    rows["this analysis"] = {"agreebook": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
+                             "pandas": pd.__version__, "python": platform.python_version()}
     return pd.DataFrame.from_dict(rows, orient="index").fillna("")
 
 

@@ -42,7 +42,7 @@ N_BOOT = 1000  # bootstrap draws
 N_BLOCKS = 1000  # example blocks a draw reweights (examples themselves when fewer)
 N_SPLITS = 10  # random model halves averaged in split-half reliability
 N_SUBSETS = 5  # random model subsets per size in models_needed
-MIN_SHARED_ERRORS = 5  # error consistency's interval needs this many expected shared errors a pair
+MIN_SHARED_ERRORS = 5  # error consistency's interval needs pairs to share this many errors on average
 # Above this many examples, error consistency's interval and models_needed work on a seeded
 # random subsample: the interval from the subsample's bootstrap deviations scaled by
 # sqrt(m / n) (m-out-of-n bootstrap of a smooth statistic; the estimate itself uses every
@@ -398,10 +398,10 @@ def error_consistency(predictions, labels, n_boot=N_BOOT, level=LEVEL, seed=0, n
     Returns ``estimate`` (n_epochs,), ``ci`` (n_epochs, 2) resampling examples, ``pairwise``
     (n_epochs, n_models, n_models) with NaN on the diagonal, and ``few_errors`` (n_epochs,):
     the estimate uses every example; above MAX_BOOT_EXAMPLES the interval comes from a seeded
-    subsample (see MAX_BOOT_EXAMPLES).  ``few_errors``:
-    where independent models would share fewer than MIN_SHARED_ERRORS errors on average per
-    pair, no draw can show fewer shared errors than none, and the interval is NaN (near the
-    ceiling kappa cannot be measured on this many examples).
+    subsample (see MAX_BOOT_EXAMPLES).  ``few_errors``: where a pair of models shares fewer
+    than MIN_SHARED_ERRORS errors on average, a resample cannot show fewer than none, and the
+    percentile interval is degenerate (independent models near the ceiling, with no shared
+    error, got an interval below 0): it is NaN there.
 
     Example:
         >>> p = np.zeros((3, 1, 40), np.int16); p[:, :, :10] = 1   # identical models
@@ -433,8 +433,9 @@ def error_consistency(predictions, labels, n_boot=N_BOOT, level=LEVEL, seed=0, n
         est[e] = mean[0]
         pairwise[e] = np.nan
         pairwise[e][iu] = pairwise[e].T[iu] = k_all[0]
-        wrong = 1 - np.diag(gram) / n
-        few[e] = n * np.mean(wrong[iu[0]] * wrong[iu[1]]) < MIN_SHARED_ERRORS
+        right = np.diag(gram)
+        both_wrong = n - right[iu[0]] - right[iu[1]] + gram[iu]  # examples each pair gets wrong together
+        few[e] = np.mean(both_wrong) < MIN_SHARED_ERRORS
         if few[e]:
             ci[e] = np.nan
             continue

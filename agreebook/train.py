@@ -641,13 +641,8 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     bar = tqdm(total=all_epochs, initial=all_epochs - epochs_left, unit="epoch", disable=not rt.progress,
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
     try:
-        if engine == "stacked":
-            saved = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                _run_stacked(todo, started, cfg, ds, ckpt_dir, device, precision, rt, absorb, bar, meta)
-            finally:
-                torch.set_num_threads(saved)
+        if engine == "stacked":  # on torch's threads, as recorded
+            _run_stacked(todo, started, cfg, ds, ckpt_dir, device, precision, rt, absorb, bar, meta)
         elif workers == 1:
             saved = torch.get_num_threads()
             torch.set_num_threads(threads)
