@@ -3,7 +3,6 @@
 Each case is (name, setup, argv): setup(tmp) prepares the folder and returns the argv's
 placeholders.  The CLI runs in-process (``cli.main``), so an uncaught exception fails the test.
 """
-import json
 import os
 import subprocess
 import sys
