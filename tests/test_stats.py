@@ -13,6 +13,14 @@ def _independent(n_models, n_examples, p, rng, n_epochs=1):
     return right.astype(np.int16), np.ones(n_examples, np.int16)
 
 
+def _shared_difficulty(n_models, n_epochs, n_examples, rng):
+    """Models that share each example's difficulty (right with probability ``easy``, one draw
+    per example): predictions and labels, 1 = right."""
+    easy = rng.random(n_examples)
+    right = rng.random((n_models, n_epochs, n_examples)) < easy
+    return right.astype(np.int16), np.ones(n_examples, np.int16)
+
+
 def _coverage(interval, truth, reps, seed):
     """The share of ``reps`` seeded repetitions whose interval(rng, r) -> (lo, hi) holds truth."""
     rng = np.random.default_rng(seed)
@@ -128,8 +136,7 @@ def test_spearman_brown_by_hand():
 def test_split_half_reliability_of_an_odd_collection_by_hand():
     """Five models: halves of two, one model left out, corrected by 5/2 = 2.5."""
     rng = np.random.default_rng(7)
-    easy = rng.random(200)
-    p = (rng.random((5, 2, 200)) < easy).astype(np.int16)
+    p, _ = _shared_difficulty(5, 2, 200, rng)
     y = [1] * 200  # a list: labels are checked like everywhere else
     out = S.split_half_reliability(p, y, n_splits=6, seed=1)
     r = np.clip(out["half_r"], 0, 1)
@@ -138,9 +145,7 @@ def test_split_half_reliability_of_an_odd_collection_by_hand():
 
 def test_subset_pass_does_not_depend_on_the_chunk_size(monkeypatch):
     rng = np.random.default_rng(5)
-    easy = rng.random(300)
-    p = (rng.random((7, 3, 300)) < easy).astype(np.int16)
-    y = np.ones(300, np.int16)
+    p, y = _shared_difficulty(7, 3, 300, rng)
     whole = S.models_needed(p, y, n_draws=3)
     monkeypatch.setattr(S, "_CHUNK", 37)  # 300 examples in 9 chunks, the last one short
     chunked = S.models_needed(p, y, n_draws=3)
@@ -176,9 +181,7 @@ def test_split_half_reliability_by_hand():
 
 def test_models_needed_grows_with_n_and_ends_at_the_whole_collection():
     rng = np.random.default_rng(3)
-    easy = rng.random(800)
-    preds = (rng.random((16, 3, 800)) < easy).astype(np.int16)
-    labels = np.ones(800, np.int16)
+    preds, labels = _shared_difficulty(16, 3, 800, rng)
     out = S.models_needed(preds, labels, n_draws=4)
     assert out["sizes"][0] == 2 and out["sizes"][-1] == 16
     # the null of n independent models: its bimodality grows with n, toward 2 - 2/n
@@ -196,9 +199,7 @@ def test_models_needed_grows_with_n_and_ends_at_the_whole_collection():
 def test_error_consistency_matches_cohens_kappa_and_bounds():
     from sklearn.metrics import cohen_kappa_score
     rng = np.random.default_rng(4)
-    easy = rng.random(500)
-    preds = (rng.random((3, 2, 500)) < easy).astype(np.int16)
-    labels = np.ones(500, np.int16)
+    preds, labels = _shared_difficulty(3, 2, 500, rng)
     out = S.error_consistency(preds, labels, n_boot=200)
     for e in range(2):
         want = [cohen_kappa_score(preds[i, e] == 1, preds[j, e] == 1) for i, j in [(0, 1), (0, 2), (1, 2)]]
@@ -255,9 +256,7 @@ def test_error_consistency_interval_from_a_subsample_matches_the_full_bootstrap(
     """Above MAX_BOOT_EXAMPLES the interval comes from a subsample, its deviations shrunk by
     sqrt(m / n): its width matches the full bootstrap's, the estimate is the whole sample's."""
     rng = np.random.default_rng(4)
-    easy = rng.random(8000)
-    preds = (rng.random((5, 1, 8000)) < easy).astype(np.int16)
-    labels = np.ones(8000, np.int16)
+    preds, labels = _shared_difficulty(5, 1, 8000, rng)
     full = S.error_consistency(preds, labels, n_boot=800, seed=1)
     monkeypatch.setattr(S, "MAX_BOOT_EXAMPLES", 2000)
     sub = S.error_consistency(preds, labels, n_boot=800, seed=1)
