@@ -122,7 +122,7 @@ def analyze(record, split, seed=0, n_boot=S.N_BOOT, level=S.LEVEL, models_needed
     return per_record[key]
 
 
-def _shares(values, n_models):
+def shares(values, n_models):
     """(E, n) values k / n_models -> (E, n_models + 1) the fraction of examples at each k."""
     k = np.rint(np.asarray(values) * n_models).astype(np.int64)
     return np.stack([np.bincount(row, minlength=n_models + 1) / len(row) for row in k])
@@ -156,8 +156,8 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
         bimodality=test["observed"], bimodality_ci=bim["ci"], null_bimodality=test["null"],
         p_value=test["p_value"], class_null_bimodality=by_class["null"], class_p_value=by_class["p_value"],
         agreement=agree["estimate"], agreement_ci=agree["ci"],
-        null_agreement=null_agree.mean(1), agreement_hist=_shares(agreement, n_models),
-        null_agreement_hist=_shares(null_agree, n_models),
+        null_agreement=null_agree.mean(1), agreement_hist=shares(agreement, n_models),
+        null_agreement_hist=shares(null_agree, n_models),
         error_consistency=kappa["estimate"], error_consistency_ci=kappa["ci"],
         reliability=rel["reliability"], reliability_sd=rel["sd"],
         needed_sizes=need["sizes"], needed_reliability=need["reliability"],

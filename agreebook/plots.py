@@ -187,11 +187,6 @@ def agreement_histograms(record, split, scale=None):
     return _finish_grid(fig, axes, f"Agreement per epoch, null overlaid - {caption(record, split, scale)}")
 
 
-def _fractions(values, n):
-    """Agreement values k/n as the fraction of examples at each k: (n + 1,)."""
-    return np.bincount(np.rint(np.asarray(values) * n).astype(int), minlength=n + 1) / len(values)
-
-
 def _agreement_bars(ax, o, q, n, label="observed", color="tab:blue"):
     """Bars of the observed fractions o (n + 1,) of examples at each Agreement k/n, the null's q."""
     x = np.arange(n + 1) / n
@@ -204,11 +199,13 @@ def out_of_sample_agreement(record, results, scale=None):
     """Agreement on the test set and on out-of-sample inputs, each with its null (Fig 7).
 
     results: experiments.out_of_sample_agreement(record, ...)."""
+    from .analysis import shares
     plt = _plt()
     k = len(results)
     fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 2.8), squeeze=False, sharey=True)
     for ax, (split, (obs, null)) in zip(axes.flat, results.items()):
-        _agreement_bars(ax, _fractions(obs, record.n_models), _fractions(null, record.n_models), record.n_models,
+        n = record.n_models
+        _agreement_bars(ax, shares(obs[None], n)[0], shares(null[None], n)[0], n,
                         label=f"observed (mean {obs.mean():.2f})")
         ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
         ax.legend(fontsize=7)
