@@ -132,14 +132,15 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
     preds, labels = record.predictions[split], record.labels[split]
     n_models, n_epochs, n = preds.shape
     acc = M.accuracies(preds, labels)
-    tpa = M.tp_agreement(preds, labels)
+    counts = M.correct_counts(preds, labels)
+    tpa = counts / n_models
     hist = M.tp_agreement_histogram(tpa, n_models)
     pmf = M.null_tp_agreement(acc)
     test = M.bimodality_test(tpa, acc, n_draws=N_NULL_DRAWS, seed=seed, null_pmf=pmf)
     by_class = M.bimodality_test(tpa, acc, n_draws=N_NULL_DRAWS, seed=seed,
                                  null_pmf=M.null_tp_agreement_by_class(preds, labels, record.n_classes))
-    bim = S.bimodality_ci(preds, labels, n_boot, level, seed)
-    agreement = M.agreement(preds)
+    bim = S.bimodality_ci(preds, labels, n_boot, level, seed, counts=counts)
+    agreement = M.agreement(preds, labels, counts)
     agree = S.mean_ci(agreement, n_boot, level, seed)
     null_agree = M.null_agreement(acc, record.n_classes, N_NULL_AGREEMENT, seed)
     kappa = S.error_consistency(preds, labels, n_boot, level, seed)

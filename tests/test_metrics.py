@@ -26,6 +26,39 @@ def test_mode_matches_bincount_on_random_data():
         assert label[i] == np.argmax(bc)
 
 
+@pytest.mark.parametrize("n_models", [2, 7, 8])
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int64])
+def test_agreement_with_labels_equals_the_sorted_count(n_models, dtype):
+    # with labels, examples at least half the models get right skip the sort; exactly half
+    # (a tie between the label and another class) is the boundary case
+    rng = np.random.default_rng(n_models)
+    labels = rng.integers(0, 5, 9000)
+    right = rng.random((n_models, 3, 9000)) < rng.random(9000)
+    preds = np.where(right, labels, rng.integers(0, 5, (n_models, 3, 9000))).astype(dtype)
+    preds[:, :, 0] = labels[0]  # everyone right
+    preds[: n_models // 2, :, 1] = labels[1]  # half right, the rest on one other label
+    preds[n_models // 2:, :, 1] = (labels[1] + 1) % 5
+    by_sort = M.agreement(preds)
+    np.testing.assert_array_equal(M.agreement(preds, labels), by_sort)
+    np.testing.assert_array_equal(M.agreement(preds, labels, M.correct_counts(preds, labels)), by_sort)
+    counts = np.stack([np.bincount(preds[:, 2, i].astype(np.int64), minlength=5).max() for i in range(300)])
+    np.testing.assert_array_equal(by_sort[2, :300] * n_models, counts)
+
+
+def test_mode_of_some_columns():
+    p = np.random.default_rng(3).integers(0, 4, (9, 10000)).astype(np.int16)
+    cols = np.array([5, 0, 9999, 4096, 17])
+    count, label = M.mode(p, return_label=True)
+    c2, l2 = M.mode(p, return_label=True, columns=cols)
+    np.testing.assert_array_equal(c2, count[cols])
+    np.testing.assert_array_equal(l2, label[cols])
+
+
+def test_parallel_map_keeps_the_order():
+    assert M.parallel_map(lambda x: x * x, range(50)) == [x * x for x in range(50)]
+    assert M.parallel_map(str, []) == []
+
+
 def test_single_model_agreement_is_one():
     p = np.random.default_rng(0).integers(0, 5, (1, 2, 50))
     np.testing.assert_array_equal(M.agreement(p), 1.0)
