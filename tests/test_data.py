@@ -24,6 +24,7 @@ def test_digits_fixed_split():
     ("fashion_mnist", 10, (28, 28, 1), 60000, 10000),
     ("cifar10", 10, (32, 32, 3), 50000, 10000),
     ("cats_vs_dogs", 2, (32, 32, 3), 10000, 2000),
+    ("cifar10_animals", 5, (32, 32, 3), 25000, 5000),
 ])
 def test_offline_real_datasets(offline_root, name, n, shape, n_train, n_test):
     ds = D.load_dataset(name, root=offline_root)
@@ -37,6 +38,12 @@ def test_offline_real_datasets(offline_root, name, n, shape, n_train, n_test):
         assert "prepared" in again.source and again.fingerprint() == ds.fingerprint()
     if name == "cats_vs_dogs":
         assert ds.classes == ["cat", "dog"]
+    if name == "cifar10_animals":  # relabelled 0..4 in this order, from CIFAR-10's 2, 3, 4, 5, 7
+        assert ds.classes == ["bird", "cat", "deer", "dog", "horse"]
+        full = D.load_dataset("cifar10", root=offline_root)
+        keep = np.isin(full.y_train, [2, 3, 4, 5, 7])
+        np.testing.assert_array_equal(ds.x_train, full.x_train[keep])
+        np.testing.assert_array_equal(ds.y_train, np.searchsorted([2, 3, 4, 5, 7], full.y_train[keep]))
 
 
 def test_missing_dataset_says_what_to_do(tmp_path):
