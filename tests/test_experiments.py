@@ -124,7 +124,7 @@ def test_member_model_reproduces_the_collection_member_and_is_kept(tmp_path):
     np.testing.assert_array_equal(pred, rec.predictions["test"][1, -1])  # in-process, same seeds
     again, _ = member_model(cfg, tmp_path, member=1)  # loaded, not trained
     np.testing.assert_array_equal(penultimate_features(again, data, "test"), penultimate_features(model, data, "test"))
-    assert penultimate_features(model, data, "train").shape == (200, 512)
+    assert penultimate_features(model, data, "train").shape == (200, 1024)
 
 
 def test_one_analysis_per_record_read_by_every_table(monkeypatch):
