@@ -274,6 +274,27 @@ def setup(chapter, dataset="digits", arch="", n_models=0, epochs="", seed=0, sca
 _USED = {}  # the records this kernel's chapter used: run folder -> the versions they were trained with
 
 
+class Verdict:
+    """Sentences computed from the records, shown in a notebook as one Markdown block that
+    wraps with the page (a printed line runs off into a horizontal scroll box)."""
+
+    def __init__(self, *sentences, title="Verdict"):
+        self.sentences = [str(s) for s in sentences]
+        self.title = title
+
+    def _repr_markdown_(self):
+        body = "\n>\n".join(f"> {s}" for s in self.sentences)
+        return f"> **{self.title}.**\n>\n{body}\n"
+
+    def __repr__(self):  # the plain-text output (nbval, a terminal)
+        return "\n".join([f"{self.title}:"] + self.sentences)
+
+
+def verdict(*sentences, title="Verdict"):
+    """``verdict(X.bimodality_verdict(rec, "test"), ...)`` as a cell's last line."""
+    return Verdict(*sentences, title=title)
+
+
 def versions_table():
     """The package versions the records this chapter used were trained with (their
     record.json), one row per distinct set with how many records share it, and the versions

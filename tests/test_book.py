@@ -210,3 +210,13 @@ def test_every_chapter_builds_valid_configs_at_paper_scale(offline_root):
     assert ch.config(random_labels=True).random_labels
     text = book.setup(3, dataset="stackoverflow_titles", scale="paper", data_root=root)
     assert text.arch == "bilstm_attention" and text.main_config().ood == ("noise",)
+
+
+def test_verdict_renders_as_one_wrapping_markdown_block():
+    v = book.verdict("test: more bimodal at 5 of 5 epochs.", "test: against the class-matched null, 4 of 5.")
+    md = v._repr_markdown_()
+    # every line is in one blockquote (which wraps), the sentences kept whole and in order
+    assert all(line.startswith(">") for line in md.strip().splitlines())
+    assert md.index("5 of 5") < md.index("4 of 5") and "**Verdict.**" in md
+    assert repr(v).splitlines() == ["Verdict:", "test: more bimodal at 5 of 5 epochs.",
+                                    "test: against the class-matched null, 4 of 5."]
