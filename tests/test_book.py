@@ -48,9 +48,12 @@ def test_setup_fills_from_preset_and_explicit_values_win():
     ch = book.setup(3, scale="smoke", n_models=4, epochs="1,3", arch="fc")
     assert (ch.n_models, ch.epochs, ch.arch) == (4, (1, 3), "fc")
     assert book.setup(3, scale="paper").arch == "st_vgg"
-    # digits is smaller than the cpu preset's 2000/1000: used whole, not refused
-    cfg = book.setup(3, scale="cpu").config()
+    # digits is smaller than the cpu preset's 2500/1000: used whole, not refused
+    cfg = book.setup(3, dataset="digits", scale="cpu").config()
     assert cfg.train_size is None and cfg.test_size is None
+    # an unnamed dataset is the scale's: the embedded digits for CI, the small-mammals analogue for the book
+    assert book.setup(3, scale="smoke").dataset == "digits"
+    assert book.preset("cpu")["dataset"] == "cifar10_animals" and book.preset("paper")["dataset"] == "small_mammals"
     assert cfg.lr == 0.05  # architecture defaults resolved
 
 
