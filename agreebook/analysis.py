@@ -52,6 +52,7 @@ class SplitAnalysis:
     needed_reliability_range: np.ndarray  # (k, 2) smallest and largest over random subsets
     needed_bimodality: np.ndarray  # (k, E)
     needed_null_bimodality: np.ndarray  # (k, E) the matched-accuracy null of the same subsets
+    needed_bimodality_ci: np.ndarray  # (k, E, 2) bootstrap interval of needed_bimodality (examples resampled)
     needed_bimodality_range: np.ndarray  # (k, E, 2) smallest and largest over random subsets
     reliability_reached_at: int | None  # smallest n whose reliability reaches RELIABILITY_TARGET
     level: float = S.LEVEL
@@ -85,8 +86,7 @@ class SplitAnalysis:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("tp_agreement_hist", "null_pmf", "needed_bimodality_range", "needed_reliability_range",
-                          "agreement_hist", "null_agreement_hist"):
+            if f.name in ("tp_agreement_hist", "null_pmf", "agreement_hist", "null_agreement_hist"):
                 continue
             out[f.name] = _plain(v.T if f.name == "accuracy" else v)
         out.update(accuracy_mean=_plain(self.accuracy_mean), accuracy_sd=_plain(self.accuracy_sd),
@@ -146,11 +146,11 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
     kappa = S.error_consistency(preds, labels, n_boot, level, seed)
     rel = S.split_half_reliability(preds, labels, seed=seed)
     if models_needed:
-        need = S.models_needed(preds, labels, seed=seed)
+        need = S.models_needed(preds, labels, seed=seed, n_boot=n_boot, level=level)
     else:
         need = {"sizes": np.zeros(0, int), "reliability": np.zeros(0), "reliability_range": np.zeros((0, 2)),
                 "bimodality": np.zeros((0, n_epochs)), "null_bimodality": np.zeros((0, n_epochs)),
-                "bimodality_range": np.zeros((0, n_epochs, 2))}
+                "bimodality_ci": np.zeros((0, n_epochs, 2)), "bimodality_range": np.zeros((0, n_epochs, 2))}
     return SplitAnalysis(
         split=split, epochs=record.epochs.copy(), n_models=n_models, n_examples=n, accuracy=acc,
         tp_agreement_mean=tpa.mean(1), tp_agreement_hist=hist, null_pmf=pmf,
@@ -164,6 +164,6 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
         needed_sizes=need["sizes"], needed_reliability=need["reliability"],
         needed_reliability_range=need["reliability_range"],
         needed_bimodality=need["bimodality"], needed_null_bimodality=need["null_bimodality"],
-        needed_bimodality_range=need["bimodality_range"],
+        needed_bimodality_ci=need["bimodality_ci"], needed_bimodality_range=need["bimodality_range"],
         reliability_reached_at=S.reliability_reached(need, RELIABILITY_TARGET) if models_needed else None,
         level=level, n_boot=n_boot, seed=seed)

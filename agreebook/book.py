@@ -315,8 +315,14 @@ def versions_table():
         groups.setdefault(json.dumps(v, sort_keys=True), []).append(name)
     rows = {f"records, set {i + 1} ({len(names)} trained with)": json.loads(key)
             for i, (key, names) in enumerate(groups.items())}
+    import matplotlib
+    import sklearn
+    import torch
+    # torch: chapters retrain members and take features; scikit-learn: AdaBoost (chapter 6)
     rows["this analysis"] = {"agreebook": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                             "pandas": pd.__version__, "python": platform.python_version()}
+                             "pandas": pd.__version__, "matplotlib": matplotlib.__version__,
+                             "scikit-learn": sklearn.__version__, "torch": torch.__version__,
+                             "python": platform.python_version()}
     return pd.DataFrame.from_dict(rows, orient="index").fillna("")
 
 

@@ -35,13 +35,14 @@ def epoch_table(record, split, by_class=False):
     (analysis.N_NULL_DRAWS draws): the smallest is 1/(draws + 1), which means no draw as low."""
     import pandas as pd
     a = analyze(record, split)
+    p = f"p ({a.n_null_draws} null draws)"  # the column says how its p-values were obtained
     extra = {"class-null bimodality": a.class_null_bimodality,
-             "class-null p": _p_text(a.class_p_value, a.n_null_draws)} if by_class else {}
+             f"class-null {p}": _p_text(a.class_p_value, a.n_null_draws)} if by_class else {}
     return pd.DataFrame({
         "epoch": a.epochs, "accuracy": a.accuracy_mean, "accuracy sd": a.accuracy_sd,
         "mean TPa": a.tp_agreement_mean, "bimodality": a.bimodality, "bimodality 95% CI": _ci_text(a.bimodality_ci),
-        "null bimodality": a.null_bimodality, "p": _p_text(a.p_value, a.n_null_draws), **extra,
-        "Agreement": a.agreement, "null Agreement": a.null_agreement,
+        "null bimodality": a.null_bimodality, p: _p_text(a.p_value, a.n_null_draws), **extra,
+        "Agreement": a.agreement, "Agreement 95% CI": _ci_text(a.agreement_ci, 3), "null Agreement": a.null_agreement,
         "error consistency": a.error_consistency, "kappa 95% CI": _ci_text(a.error_consistency_ci),
     }).set_index("epoch")
 
@@ -150,7 +151,7 @@ def robustness_table(results, split="test"):
         rows.append({"setting": label, "N": rec.n_models, "accuracy": a.accuracy_mean[-1],
                      "bimodality (median)": np.nanmedian(a.bimodality), "null (median)": np.nanmedian(a.null_bimodality),
                      f"epochs with p<{ALPHA:g}": f"{int(a.significant().sum())}/{len(a.epochs)}",
-                     "largest p": _p_text(np.nanmax(a.p_value), a.n_null_draws)[0],
+                     f"largest p ({a.n_null_draws} null draws)": _p_text(np.nanmax(a.p_value), a.n_null_draws)[0],
                      "error consistency (median)": np.nanmedian(a.error_consistency)})
     return pd.DataFrame(rows).set_index("setting")
 
@@ -428,8 +429,8 @@ def half_split_correlation(record, split="test"):
 def matched_accuracy_table(record_a, record_b, split="test", label_a="A", label_b="B", tolerance=0.01):
     """§4.1 (Fig 8a, 9b): metrics.matched_accuracy_comparison of two records as a table, one
     row per matched pair of epochs: each ensemble's epoch and accuracy, and the numbers of
-    examples correct for both, only one, or neither, with 95% bootstrap intervals (resampling
-    examples) of the two "only" counts.  A row whose weaker ensemble is at its last epoch while
+    examples correct for both, only one, or neither, each with its 95% bootstrap interval
+    (resampling examples).  A row whose weaker ensemble is at its last epoch while
     the stronger one is past its accuracy is marked ``past weaker's end``."""
     import pandas as pd
     labels = record_a.labels[split]
@@ -441,9 +442,10 @@ def matched_accuracy_table(record_a, record_b, split="test", label_a="A", label_
     return pd.DataFrame({
         f"epoch {label_a}": ea, f"accuracy {label_a}": res["accuracy_a"],
         f"epoch {label_b}": eb, f"accuracy {label_b}": res["accuracy_b"],
-        "both": res["both"], f"only {label_a}": res["only_a"], f"only {label_b}": res["only_b"],
-        "neither": res["neither"], f"only {label_a} 95% CI": _ci_text(res["only_a_ci"], 0),
-        f"only {label_b} 95% CI": _ci_text(res["only_b_ci"], 0), "past weaker's end": past,
+        "both": res["both"], "both 95% CI": _ci_text(res["both_ci"], 0),
+        f"only {label_a}": res["only_a"], f"only {label_a} 95% CI": _ci_text(res["only_a_ci"], 0),
+        f"only {label_b}": res["only_b"], f"only {label_b} 95% CI": _ci_text(res["only_b_ci"], 0),
+        "neither": res["neither"], "neither 95% CI": _ci_text(res["neither_ci"], 0), "past weaker's end": past,
     })
 
 

@@ -100,8 +100,9 @@ REPORT_FIGURES = ("tp_agreement_hist", "tp_agreement_map", "models_needed")
 
 def models_needed(analysis, title):
     """How many models a collection needs: the split-half reliability of accessibility and the
-    bimodality of TP-agreement (one line per recorded epoch, its matched-accuracy null dashed:
-    the null's score itself grows with n) for random subsets of n models.
+    bimodality of TP-agreement (one line per recorded epoch with its bootstrap interval, its
+    matched-accuracy null dashed: the null's score itself grows with n) for random subsets of
+    n models.
 
     analysis: ``analysis.analyze(record, split)``, whose ``needed_*`` arrays it draws."""
     plt = _plt()
@@ -120,8 +121,11 @@ def models_needed(analysis, title):
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(a.epochs)))
     for i, e in enumerate(a.epochs):
         ax2.plot(n, a.needed_bimodality[:, i], "o-", ms=2.5, lw=1, color=colors[i], label=f"epoch {e}")
+        if len(n):
+            ax2.fill_between(n, *np.asarray(a.needed_bimodality_ci)[:, i].T, color=colors[i], alpha=0.12, lw=0)
         ax2.plot(n, a.needed_null_bimodality[:, i], "--", lw=0.8, color=colors[i])
     ax2.plot([], [], "--", lw=0.8, color="tab:gray", label="null (dashed)")
+    ax2.fill_between([], [], [], color="tab:gray", alpha=0.25, lw=0, label=f"{a.level:.0%} CI (examples)")
     ax2.set_xlabel("models n")
     ax2.set_ylabel("bimodality of TP-agreement")
     from matplotlib.ticker import MaxNLocator

@@ -27,8 +27,8 @@ def _num(v, w, d):
     return f"{'nan':>{w}}" if v is None else f"{v:>{w}.{d}f}"
 
 
-def _ci(ci, d=2):
-    return f"{'':>13}" if ci is None or None in ci else f"[{ci[0]:.{d}f}, {ci[1]:.{d}f}]".rjust(13)
+def _ci(ci, d=2, w=13):
+    return f"{'':>{w}}" if ci is None or None in ci else f"[{ci[0]:.{d}f}, {ci[1]:.{d}f}]".rjust(w)
 
 
 def format_summary(record, summary):
@@ -43,13 +43,14 @@ def format_summary(record, summary):
         draws = s["n_null_draws"]
         lines.append(f"\n{split} ({s['n_examples']} examples)")
         lines.append(f"{'epoch':>6} {'acc':>7} {'sd':>6} {'TPa':>6} {'bimod':>6} {'95% CI':>13} {'null':>6} "
-                     f"{'p':>7} {'cnull':>6} {'p(c)':>7} {'agree':>6} {'null':>6} {'kappa':>6} {'95% CI':>13}")
+                     f"{'p':>7} {'cnull':>6} {'p(c)':>7} {'agree':>6} {'95% CI':>15} {'null':>6} {'kappa':>6} {'95% CI':>13}")
         for i, e in enumerate(s["epochs"]):
             lines.append(
                 f"{e:>6} {s['accuracy_mean'][i]:>7.4f} {s['accuracy_sd'][i]:>6.4f} {s['tp_agreement_mean'][i]:>6.3f} "
                 f"{_num(s['bimodality'][i], 6, 3)} {_ci(s['bimodality_ci'][i])} {_num(s['null_bimodality'][i], 6, 3)} "
                 f"{_p(s['p_value'][i], draws)} {_num(s['class_null_bimodality'][i], 6, 3)} "
-                f"{_p(s['class_p_value'][i], draws)} {_num(s['agreement'][i], 6, 3)} {_num(s['null_agreement'][i], 6, 3)} "
+                f"{_p(s['class_p_value'][i], draws)} {_num(s['agreement'][i], 6, 3)} {_ci(s['agreement_ci'][i], 3, 15)} "
+                f"{_num(s['null_agreement'][i], 6, 3)} "
                 f"{_num(s['error_consistency'][i], 6, 3)} {_ci(s['error_consistency_ci'][i])}")
         rel = s["reliability"]
         lines.append(f"accessibility reliability (split-half, Spearman-Brown corrected to N={record.n_models}): "
@@ -64,7 +65,8 @@ def format_summary(record, summary):
             f"\nbimod: Pearson's bimodality of TP-agreement (lower = more bimodal; it reads high when almost every "
             f"example sits at one end, see error consistency); null: independent classifiers at the same "
             f"accuracies; p: P(null sample <= observed), {s['p_value_method']}; "
-            f"cnull, p(c): the class-matched null (each model's accuracy on every class); agree: mean Agreement; "
+            f"cnull, p(c): the class-matched null (each model's accuracy on every class); agree: mean Agreement "
+            f"with its interval; "
             f"kappa: error consistency (mean Cohen's kappa on correctness over pairs of models, 0 = independent, "
             f"1 = identical; no interval where the models make too few errors to share); 95% CI: {s['ci_method']}.")
     return "\n".join(lines)

@@ -229,8 +229,8 @@ def correlation(a, b, n_boot=N_BOOT, level=LEVEL, seed=0, n_blocks=N_BLOCKS):
     ra, rb = _midranks(ca, ones, len(ua)), _midranks(cb, ones, len(ub))
     rho = float(_pearson_from_sums(_pair_stats(ra - ra.mean(), rb - rb.mean()).sum(0)))
     rho_draws = np.empty(n_boot)
-    example_weight = bs.weights[:, bs.block]  # (n_boot, n): each example's multiplicity
-    for d, w in enumerate(example_weight):
+    for d in range(n_boot):
+        w = bs.weights[d, bs.block]  # each example's multiplicity; one draw at a time: (n_boot, n) is 10 GB at 1.3M
         xa, xb = _midranks(ca, w, len(ua)), _midranks(cb, w, len(ub))
         m = w.sum()
         xa -= (w @ xa) / m
@@ -270,29 +270,42 @@ def _subsets(n_models, sizes, n_draws, rng):
     return np.stack(whole), np.stack(halves), np.array(size_of)
 
 
-def _subset_pass(preds, labels, whole, halves, size_of, histograms=True):
+def _subset_pass(preds, labels, whole, halves, size_of, bs=None):
     """One pass over the record, in chunks of examples, for model subsets.
 
     Returns the Pearson r of the two halves' accessibility per subset (g,), its Spearman-Brown
-    correction to the whole subset (size_of models, halves of floor(size_of / 2)), and with
-    ``histograms`` each whole subset's TP-agreement histogram per epoch (n_epochs, g, N + 1),
-    never holding more than a (rows, chunk) block in memory.
+    correction to the whole subset (size_of models, halves of floor(size_of / 2)), and, given
+    a Bootstrap ``bs`` whose blocks the examples are ordered by (``bs.order``), each whole
+    subset's TP-agreement histogram per epoch and block, (n_epochs, n_blocks, g, N + 1) int32,
+    never holding more than a (rows, chunk) block of the record in memory.
     """
     n_models, n_epochs, n = preds.shape
     g = len(whole)
     halves = halves.reshape(-1, n_models)
     labels = labels.astype(preds.dtype)
     pair = np.zeros((g, 6))
-    hist = np.zeros((n_epochs, g, n_models + 1), np.int64)
-    offset = (np.arange(g) * (n_models + 1))[:, None]
-    for a in range(0, n, _CHUNK):
-        acc = np.zeros((len(halves), min(_CHUNK, n - a)), np.float32)
+    if bs is None:
+        cuts = list(range(0, n, _CHUNK)) + [n]
+        hist = None
+    else:  # chunks of whole blocks, so each chunk adds to its own range of blocks
+        per = max(1, _CHUNK * bs.n_blocks // n)
+        cuts = bs.edges[::per].tolist() + ([n] if (bs.n_blocks % per) else [])
+        first = np.searchsorted(bs.edges, cuts, side="right") - 1  # the block each cut starts
+        block_of = bs.block[bs.order]  # each (ordered) example's block
+        hist = np.zeros((n_epochs, bs.n_blocks, g, n_models + 1), np.int32)
+    width = n_models + 1
+    for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        acc = np.zeros((len(halves), b - a), np.float32)
+        if hist is not None:
+            b0, b1 = first[j], first[j + 1] if j + 1 < len(first) else bs.n_blocks
+            key = ((block_of[a:b] - b0)[None, :] * g + np.arange(g)[:, None]) * width  # (g, chunk)
         for e in range(n_epochs):
-            right = (preds[:, e, a:a + _CHUNK] == labels[a:a + _CHUNK]).astype(np.float32)
+            right = (preds[:, e, a:b] == labels[a:b]).astype(np.float32)
             acc += halves @ right
-            if histograms:
+            if hist is not None:
                 k = np.rint(whole @ right).astype(np.int64)
-                hist[e] += np.bincount((k + offset).ravel(), minlength=g * (n_models + 1)).reshape(g, -1)
+                hist[e, b0:b1] += np.bincount((key + k).ravel(), minlength=(b1 - b0) * g * width).reshape(
+                    b1 - b0, g, width).astype(np.int32)
         # centred near the middle of its range, so the sums of squares do not cancel
         acc = acc.astype(np.float64).reshape(g, 2, -1) - (size_of // 2 * n_epochs / 2)[:, None, None]
         x, y = acc[:, 0], acc[:, 1]
@@ -325,11 +338,12 @@ def split_half_reliability(predictions, labels, n_splits=N_SPLITS, seed=0):
     if n_models < 2:
         raise ValueError(f"split-half reliability needs at least 2 models; got {n_models}")
     whole, halves, size_of = _subsets(n_models, [n_models], n_splits, np.random.default_rng(seed))
-    r, rel, _ = _subset_pass(preds, labels, whole, halves, size_of, histograms=False)
+    r, rel, _ = _subset_pass(preds, labels, whole, halves, size_of)
     return {"reliability": float(np.mean(rel)), "half_r": r, "sd": float(np.std(rel))}
 
 
-def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0):
+def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0, n_boot=N_BOOT, level=LEVEL,
+                  n_blocks=N_BLOCKS):
     """How many models a collection needs: reliability of accessibility and bimodality of
     TP-agreement for random subsets of n of its models.
 
@@ -340,7 +354,9 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0):
     score depends on n (2 - 2/n for independent models of one accuracy), so the observed curve
     is read against it.  Returns ``sizes`` (k,), ``reliability`` (k,) mean over draws,
     ``reliability_range`` (k, 2) the smallest and largest over the draws, ``bimodality`` and
-    ``null_bimodality`` (k, n_epochs) means over draws, ``bimodality_range`` (k, n_epochs, 2).
+    ``null_bimodality`` (k, n_epochs) means over draws, ``bimodality_ci`` (k, n_epochs, 2) the
+    bootstrap interval of that mean (resampling examples, the subsets held fixed) and
+    ``bimodality_range`` (k, n_epochs, 2) its smallest and largest single subset.
     Reliability at n=2 and n=3 rests on one model a half.  Above MAX_BOOT_EXAMPLES examples it
     works on a seeded random subsample of that many.
 
@@ -348,9 +364,9 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0):
         >>> rng = np.random.default_rng(0)
         >>> easy = rng.random(300)   # a shared difficulty per example
         >>> p = (rng.random((12, 2, 300)) < easy).astype(np.int16)
-        >>> out = models_needed(p, np.ones(300, np.int16), sizes=[2, 12])
-        >>> bool(out["reliability"][0] < out["reliability"][1])
-        True
+        >>> out = models_needed(p, np.ones(300, np.int16), sizes=[2, 12], n_boot=100)
+        >>> bool(out["reliability"][0] < out["reliability"][1]), out["bimodality_ci"].shape
+        (True, (2, 2, 2))
     """
     preds, labels = M._check_predictions(predictions, labels)
     n_models, n_epochs, n = preds.shape
@@ -363,22 +379,36 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0):
         raise ValueError(f"sizes must lie in [2, {n_models}]; got {sizes.tolist()}")
     rng = np.random.default_rng(seed)
     whole, halves, size_of = _subsets(n_models, sizes, n_draws, rng)
-    if n > MAX_BOOT_EXAMPLES:  # estimates from a seeded subsample (see MAX_BOOT_EXAMPLES)
-        keep = np.sort(rng.choice(n, MAX_BOOT_EXAMPLES, replace=False))
-        preds, labels = preds[:, :, keep], labels[keep]
-    _, rel, hist = _subset_pass(preds, labels, whole, halves, size_of)
+    # estimates from a seeded subsample above MAX_BOOT_EXAMPLES (see there), its examples
+    # gathered once in the order of the bootstrap's blocks
+    keep = np.sort(rng.choice(n, MAX_BOOT_EXAMPLES, replace=False)) if n > MAX_BOOT_EXAMPLES else np.arange(n)
+    bs = Bootstrap(len(keep), n_boot, seed, n_blocks)
+    take = keep[bs.order]
+    preds, labels = preds[:, :, take], labels[take]
+    _, rel, hist_blocks = _subset_pass(preds, labels, whole, halves, size_of, bs)
     rel = rel.reshape(len(sizes), n_draws)
     acc = M.accuracies(preds, labels)
+    hist = hist_blocks.sum(1)  # (n_epochs, g, N + 1)
     bim, null = np.empty((2, len(whole), n_epochs))
     for i, m in enumerate(size_of):
         bim[i] = M.bimodality_of_distribution(np.arange(m + 1) / m, hist[:, i, :m + 1])
         null[i] = M.null_bimodality(acc[whole[i] > 0])
-    bim, null = bim.reshape(len(sizes), n_draws, n_epochs), null.reshape(len(sizes), n_draws, n_epochs)
+    ci = np.empty((len(sizes), n_epochs, 2))
+    weights = bs.weights.astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN size (constant scores)
+        for e in range(n_epochs):
+            # float32 products: block counts times multinomial weights stay far below 2**24
+            draws = (weights @ hist_blocks[e].reshape(bs.n_blocks, -1).astype(np.float32)).reshape(
+                n_boot, len(whole), n_models + 1)
+            for s, m in enumerate(sizes):
+                rows = np.flatnonzero(size_of == m)
+                b = M.bimodality_of_distribution(np.arange(m + 1) / m, draws[:, rows, :m + 1])  # (n_boot, n_draws)
+                ci[s, e] = percentile_interval(np.nanmean(b, 1), level)
+        bim, null = bim.reshape(len(sizes), n_draws, n_epochs), null.reshape(len(sizes), n_draws, n_epochs)
         return {"sizes": sizes, "reliability": np.nanmean(rel, 1),
                 "reliability_range": np.stack([np.nanmin(rel, 1), np.nanmax(rel, 1)], -1),
-                "bimodality": np.nanmean(bim, 1), "null_bimodality": np.nanmean(null, 1),
+                "bimodality": np.nanmean(bim, 1), "null_bimodality": np.nanmean(null, 1), "bimodality_ci": ci,
                 "bimodality_range": np.stack([np.nanmin(bim, 1), np.nanmax(bim, 1)], -1)}
 
 

@@ -149,7 +149,7 @@ def test_subset_pass_does_not_depend_on_the_chunk_size(monkeypatch):
     whole = S.models_needed(p, y, n_draws=3)
     monkeypatch.setattr(S, "_CHUNK", 37)  # 300 examples in 9 chunks, the last one short
     chunked = S.models_needed(p, y, n_draws=3)
-    for key in ("reliability", "bimodality", "null_bimodality"):
+    for key in ("reliability", "bimodality", "null_bimodality", "bimodality_ci"):
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-9)
 
 
@@ -190,6 +190,10 @@ def test_models_needed_grows_with_n_and_ends_at_the_whole_collection():
     # a subset of all 16 models is the collection itself: its bimodality exactly
     np.testing.assert_allclose(out["bimodality"][-1], M.bimodality(M.tp_agreement(preds, labels), axis=1))
     assert out["bimodality_range"].shape == (len(out["sizes"]), 3, 2)
+    # and its interval is the whole collection's: the same examples, the same bootstrap draws
+    np.testing.assert_allclose(out["bimodality_ci"][-1], S.bimodality_ci(preds, labels)["ci"], rtol=1e-9)
+    lo, hi = np.moveaxis(out["bimodality_ci"], -1, 0)
+    assert np.all((lo <= out["bimodality"] + 1e-12) & (out["bimodality"] <= hi + 1e-12))
     assert S.reliability_reached(out, 0.0) == 2
     assert S.reliability_reached(out, 1.01) is None
     with pytest.raises(ValueError, match="sizes"):
