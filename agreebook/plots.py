@@ -441,15 +441,19 @@ def accuracy_by_stage(curves, title):
 def matched_accuracy(table, label_a, label_b, title):
     """Fig 8a: examples correct for both, only A, only B, at matched ensemble accuracy.
 
-    table: experiments.matched_accuracy_table.  x is the stronger ensemble's accuracy; pairs
-    past the weaker one's last epoch are marked with a dashed line."""
+    table: experiments.matched_accuracy_table.  x is the stronger ensemble's accuracy; shaded,
+    each count's 95% bootstrap interval; pairs past the weaker one's last epoch are marked with
+    a dashed line."""
     plt = _plt()
     acc_a, acc_b = table[f"accuracy {label_a}"].to_numpy(), table[f"accuracy {label_b}"].to_numpy()
     x = np.maximum(acc_a, acc_b)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     n = (table["both"] + table[f"only {label_a}"] + table[f"only {label_b}"] + table["neither"]).to_numpy()
     for key, style in (("both", "o-"), (f"only {label_a}", "s-"), (f"only {label_b}", "^-")):
-        ax.plot(x, table[key].to_numpy() / n, style, ms=3.5, lw=1, label=f"correct for {key}")
+        line, = ax.plot(x, table[key].to_numpy() / n, style, ms=3.5, lw=1, label=f"correct for {key}")
+        lohi = table.attrs.get("ci", {}).get(key)  # (pairs, 2) counts, beside the printed "[lo, hi]"
+        if lohi is not None:
+            ax.fill_between(x, lohi[:, 0] / n, lohi[:, 1] / n, color=line.get_color(), alpha=0.18, lw=0)
     past = table["past weaker's end"].to_numpy()
     if past.any():
         ax.axvline(x[past].min(), color="tab:gray", ls="--", lw=0.8)
@@ -461,7 +465,8 @@ def matched_accuracy(table, label_a, label_b, title):
 
 
 def bimodality_over_training(table, title):
-    """Fig 9a: observed (solid) and null (dotted) bimodality per epoch, one colour per collection.
+    """Fig 9a: observed (solid, with its 95% bootstrap interval shaded) and null (dotted)
+    bimodality per epoch, one colour per collection.
 
     table: experiments.bimodality_over_training."""
     plt = _plt()
@@ -469,6 +474,7 @@ def bimodality_over_training(table, title):
     for k, (label, rows) in enumerate(table.groupby("collection", sort=False)):
         color = f"C{k}"
         ax.plot(rows["epoch"], rows["bimodality"], "o-", color=color, ms=3, label=f"{label}")
+        ax.fill_between(rows["epoch"], rows["lo"], rows["hi"], color=color, alpha=0.18, lw=0)
         ax.plot(rows["epoch"], rows["null bimodality"], ":", color=color, label=f"{label}: null")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("epoch")

@@ -53,9 +53,10 @@ def test_minimum_bimodality_table_class_null_sees_through_a_class_bias():
                                        ("ordered", Record({"train": ordered, "test": ordered},
                                                           {"train": labels, "test": labels}, (1, 2, 3),
                                                           meta={"n_classes": 2}))])
-    assert rows.loc["biased", "test epochs p<0.01"] == "3/3"  # the accuracy null is fooled
-    assert rows.loc["biased", "test epochs p<0.01 (class null)"] == "0/3"
-    assert rows.loc["ordered", "test epochs p<0.01 (class null)"] == "3/3"
+    assert rows.loc[("biased", "test"), "epochs p<0.01"] == "3/3"  # the accuracy null is fooled
+    assert rows.loc[("biased", "test"), "(class null)"] == "0/3"
+    assert rows.loc[("ordered", "test"), "(class null)"] == "3/3"
+    assert len(rows.columns) <= 11  # one row per (collection, split): a table that fits a page
 
 
 def test_record_images_rebuild_the_trained_subset_and_refuse_foreign_records(tmp_path):
@@ -148,3 +149,26 @@ def test_one_analysis_per_record_read_by_every_table(monkeypatch):
     np.testing.assert_allclose(table["bimodality"], a.bimodality)
     assert {"bimodality 95% CI", "error consistency", "kappa 95% CI"} <= set(table.columns)
     assert a.bimodality_ci.shape == (3, 2) and np.all(a.bimodality_ci[:, 0] <= a.bimodality)
+
+
+def test_tables_carry_intervals():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 300)
+    easy = rng.random(300)
+
+    def collection(shift):  # models sharing each example's difficulty, improving per epoch
+        right = rng.random((4, 3, 300)) < np.clip(easy + shift + 0.15 * np.arange(3)[None, :, None], 0, 1)
+        return Record({"test": np.where(right, y, (y + 1) % 3)}, {"test": y}, (1, 2, 3), meta={"n_classes": 3})
+
+    a, b = collection(-0.2), collection(-0.1)
+    corr = X.tp_agreement_correlations(a, a)  # a collection against itself: r = rho = 1
+    np.testing.assert_allclose(corr[["Pearson r", "Spearman rho"]].to_numpy(), 1.0)
+    assert X.tp_agreement_correlations(a, b)["Pearson r"].gt(0.3).all()  # a shared difficulty
+    t = X.matched_accuracy_table(a, b, "test", "A", "B")
+    for key in ("both", "only A", "only B", "neither"):
+        lo, hi = t.attrs["ci"][key].T
+        assert np.all((lo <= t[key]) & (t[key] <= hi)) and t[f"{key} 95% CI"].str.startswith("[").all()
+    obs = a.agreement("test")[-1]
+    oos = X.out_of_sample_table({"test": (obs, np.full(50, 0.5))})
+    lo, hi = (float(v) for v in oos.loc["test", "95% CI"].strip("[]").split(","))
+    assert lo < oos.loc["test", "mean Agreement"] < hi
