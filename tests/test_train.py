@@ -102,6 +102,31 @@ def test_a_resume_under_another_worker_count_gives_the_same_record(tmp_path):
         np.testing.assert_array_equal(resumed.predictions[s], ref.predictions[s])
 
 
+def test_a_dense_net_keeps_its_first_thread_count_on_resume(tmp_path):
+    """fc members compute on the cores a worker gets at the folder's first start (matmuls
+    use them all), so a resume with more workers must reuse that count, not split the cores."""
+    cfg = TrainConfig(dataset="digits", arch="fc", n_models=3, epochs=tuple(range(1, 31)), train_size=400,
+                      test_size=200)
+    ref = train_collection(cfg, tmp_path / "ref", RT)  # one worker: every core per member
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "agreebook", "train", "--out", str(out), "--dataset", "digits", "--arch", "fc",
+           "--models", "3", "--epochs", ",".join(map(str, cfg.epochs)), "--train-size", "400",
+           "--test-size", "200", "--checkpoint-every", "0"]
+    proc = subprocess.Popen(cmd + ["--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpts, deadline = out / "checkpoints", time.time() + 120
+    while time.time() < deadline and not (ckpts.exists() and any(ckpts.glob("m*.pt"))):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd + ["--workers", "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = Record.load(out)
+    assert resumed.is_complete and resumed.meta["threads_per_member"] == ref.meta["threads_per_member"]
+    assert [r["workers"] for r in resumed.meta["runs"]][0] == 1
+    for s in ("train", "test"):
+        np.testing.assert_array_equal(resumed.predictions[s], ref.predictions[s])
+
+
 def test_workers_resume_past_jobs_that_finished_before_the_kill(tmp_path):
     # a kill can land after a job's last epoch: its checkpoint then holds predictions only, and the
     # rerun reads them back while the workers train the other jobs (this crashed once, found by CI)
