@@ -223,3 +223,18 @@ def test_verdict_renders_as_one_wrapping_markdown_block():
     assert md.index("5 of 5") < md.index("4 of 5") and "**Verdict.**" in md
     assert repr(v).splitlines() == ["Verdict:", "test: more bimodal at 5 of 5 epochs.",
                                     "test: against the class-matched null, 4 of 5."]
+
+
+def test_a_chapter_that_fails_while_executing_is_left_as_it_was(tmp_path):
+    """The driver executes into a scratch copy: a cell that raises leaves the chapter's bytes."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('scale = "smoke"', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell('raise RuntimeError("a cell failed")')]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "chapter1.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    with pytest.raises(book.BookError, match=r"chapter1.ipynb failed \(RuntimeError: a cell failed\).*is unchanged"):
+        book.run_book("smoke", chapters=(1,), build=False, book=tmp_path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chapter1.ipynb"]  # no temporary beside it
