@@ -201,26 +201,36 @@ def _cifar10_subset(name, root, download):
     return _select_classes(full, [full.classes.index(c) for c in CIFAR10_SUBSETS[name]], name)
 
 
-def _gaussian(seed=0, **_):
-    """Two classes, N(0, I) and N(0.1*1, I) in 3072 dimensions, as 32x32x3 images.
+# The two-Gaussians task of §5.1 (Suppl C) by the shift of the second class's mean: the
+# paper's 0.1 puts the classes 0.1 * sqrt(3072) = 5.5 sd apart, and the paper's fully connected
+# net is at 0.94 test accuracy after one epoch, leaving nothing to order; the paper says other
+# means give similar results, so the book also runs shifts whose Bayes accuracy,
+# Phi(shift * sqrt(3072) / 2), leaves room between chance and the ceiling: 0.92 at 0.05, 0.80
+# at 0.03.
+GAUSSIAN_SHIFTS = {"gaussian": 0.1, "gaussian_0.05": 0.05, "gaussian_0.03": 0.03}
+
+
+def _gaussian(name="gaussian", seed=0, **_):
+    """Two classes, N(0, I) and N(shift * 1, I) in 3072 dimensions, as 32x32x3 images.
 
     Stored as uint8 128 + 32*z (clipped at +-4 sd), so 0.1 sd is 3.2 grey levels.
-    2500 train / 500 test per class.
+    2500 train / 500 test per class, as in the paper.
     """
+    shift = GAUSSIAN_SHIFTS[name]
     rng = np.random.default_rng(seed)
 
     def draw(n):
         z = rng.standard_normal((2 * n, 3072), dtype=np.float32)
         y = np.repeat([0, 1], n)
-        z[y == 1] += 0.1
+        z[y == 1] += np.float32(shift)
         x = np.clip(np.rint(128 + 32 * z), 0, 255).astype(np.uint8).reshape(2 * n, 32, 32, 3)
         perm = rng.permutation(2 * n)
         return x[perm], y[perm].astype(np.int64)
 
     xtr, ytr = draw(2500)
     xte, yte = draw(500)
-    return Dataset("gaussian", xtr, ytr, xte, yte, ["N(0,I)", "N(0.1,I)"],
-                   source=f"synthetic two Gaussians, seed {seed}")
+    return Dataset(name, xtr, ytr, xte, yte, ["N(0,I)", f"N({shift:g},I)"],
+                   source=f"synthetic two Gaussians, mean shift {shift:g}, seed {seed}")
 
 
 GABOR_ORIENTATIONS = (45, 90, 135, 180)
@@ -309,7 +319,9 @@ def _text(name, root, min_count=2, max_words=20000, **_):
 
 
 def _registry():
-    reg = {"digits": _digits, "gaussian": _gaussian, "gabor": _gabor}
+    reg = {"digits": _digits, "gabor": _gabor}
+    for name in GAUSSIAN_SHIFTS:
+        reg[name] = lambda _n=name, **kw: _gaussian(_n, **kw)
     for name in CIFAR10_SUBSETS:
         reg[name] = lambda root, download, _n=name, **_: _cifar10_subset(_n, root, download)
     for name in _TORCHVISION:

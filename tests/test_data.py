@@ -78,6 +78,12 @@ def test_synthetic_sets_are_seeded():
     assert diff == pytest.approx(0.1, abs=0.01)
     assert D.load_dataset("gaussian", seed=0).fingerprint() == g.fingerprint()
     assert D.load_dataset("gaussian", seed=1).fingerprint() != g.fingerprint()
+    # the paper's task was generated before the shift became a name: its bytes are unchanged
+    assert g.fingerprint() == "39002dfaa4efd1b4eddec9bae05965583a620fca5de768e72612ff73935cf31b"
+    for name, shift in (("gaussian_0.05", 0.05), ("gaussian_0.03", 0.03)):
+        h = D.load_dataset(name)
+        z = (h.x_train.reshape(len(h.x_train), -1).astype(float) - 128) / 32
+        assert z[h.y_train == 1].mean() - z[h.y_train == 0].mean() == pytest.approx(shift, abs=0.01)
     gab = D.load_dataset("gabor")
     _check(gab, 12, (32, 32, 3))
     # the patch lives in the class's channel: the other two stay at mid-grey
