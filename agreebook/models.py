@@ -163,6 +163,12 @@ def _fc(in_shape, n_classes, activation=None, dropout=None):
                          nn.Linear(1024, 1024), _act(act), FastDropout(d), nn.Linear(1024, n_classes))
 
 
+def _linear(in_shape, n_classes, activation=None, dropout=None):
+    """A linear classifier on the pixels (multinomial logistic regression): the weakest of
+    §4's architectures in the book, below the fully connected net and the CNNs."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], n_classes))
+
+
 class BiLSTMAttention(nn.Module):
     """Word embeddings, a bidirectional LSTM, additive attention over its outputs (padding
     masked), and a linear classifier: the paper's text model (§3, Fig 4a)."""
@@ -249,6 +255,8 @@ ARCHS = {a.name: a for a in [
          min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),
     Arch("fc", _fc, {**_SGD_STEP, "lr": 0.04, "lr_decay": 1.0},
          description="the paper's fully connected net: two hidden layers of 1024, ReLU, dropout 0.5 (lr 0.04)"),
+    Arch("linear", _linear, {**_SGD_STEP, "lr_decay": 1.0}, configurable=False,
+         description="linear classifier on the pixels (multinomial logistic regression), SGD lr 0.05"),
     Arch("bilstm_attention", _bilstm_attention, {**_SGD_STEP, "optimizer": "adam", "lr": 0.001, "lr_decay": 1.0},
          description="BiLSTM (64 per direction) with attention over word embeddings (100-d, or GloVe's)",
          configurable=False, modality="text"),
