@@ -238,3 +238,17 @@ def test_a_chapter_that_fails_while_executing_is_left_as_it_was(tmp_path):
         book.run_book("smoke", chapters=(1,), build=False, book=tmp_path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chapter1.ipynb"]  # no temporary beside it
+
+
+def test_variant_pages_get_their_own_titles(tmp_path):
+    path = tmp_path / "v.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 3. Diversity\n\n## Overview\ntext")]
+    nbformat.write(nb, path)
+    for _ in range(2):  # idempotent: re-executing a variant does not stack suffixes
+        book.retitle(path, "on Fashion-MNIST")
+    assert nbformat.read(path, as_version=4).cells[0].source == "# 3. Diversity, on Fashion-MNIST\n\n## Overview\ntext"
+    titles = {nbformat.read(REPO / "book" / f"{name}.ipynb", as_version=4).cells[0].source.splitlines()[0]
+              for name in book.VARIANT_TITLES}
+    main = nbformat.read(REPO / "book" / "chapter3.ipynb", as_version=4).cells[0].source.splitlines()[0]
+    assert len(titles | {main}) == 3  # three distinct entries in the sidebar
