@@ -306,7 +306,7 @@ def minimum_bimodality_table(results, splits=("train", "test"), alpha=ALPHA):
                 "min bimodality": a.bimodality[i], "95% CI": _ci_text(a.bimodality_ci[i:i + 1])[0],
                 "at epoch": int(a.epochs[i]), "null": a.null_bimodality[i], "class null": a.class_null_bimodality[i],
                 f"epochs p<{alpha:g}": f"{int(a.significant(alpha).sum())}/{len(a.epochs)}",
-                f"(class null)": f"{int(a.significant(alpha, 'class').sum())}/{len(a.epochs)}",
+                f"epochs p<{alpha:g}, class null": f"{int(a.significant(alpha, 'class').sum())}/{len(a.epochs)}",
                 "kappa": a.error_consistency[i], "kappa 95% CI": _ci_text(a.error_consistency_ci[i:i + 1])[0]})
     return pd.DataFrame(rows).set_index(["collection", "split"])
 

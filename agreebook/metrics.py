@@ -18,8 +18,9 @@ _MODE_CHUNK = 4096
 MAX_THREADS = 8  # threads of parallel_map: one per core the process may use, at most this many
 
 
-def parallel_map(fn, items):
-    """``[fn(x) for x in items]``, on one thread per core the process may use.
+def parallel_map(fn, items, max_threads=None):
+    """``[fn(x) for x in items]``, on one thread per core the process may use (at most
+    ``max_threads``, default MAX_THREADS: each thread holds its item's temporaries).
 
     numpy's sorts, ufuncs, bincount and matrix products release the GIL, so per-epoch work
     runs on every core; each call must be independent of the others (no shared random
@@ -31,7 +32,7 @@ def parallel_map(fn, items):
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         n = os.cpu_count() or 1
-    n = min(n, MAX_THREADS, len(items))
+    n = min(n, MAX_THREADS, max_threads or MAX_THREADS, len(items))
     if n <= 1:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
@@ -179,6 +180,7 @@ def agreement(predictions, labels=None, counts=None):
     """
     predictions, labels = _check_predictions(predictions, labels)
     n_models, n_epochs, _ = predictions.shape
+    _sort_plan(predictions.dtype)  # measured here, not while the threads below compete for the cores
     if labels is None:
         return np.stack(parallel_map(lambda e: mode(predictions[:, e]), range(n_epochs))) / n_models
     counts = correct_counts(predictions, labels) if counts is None else np.array(counts, np.int32)
@@ -196,6 +198,7 @@ def agreement(predictions, labels=None, counts=None):
 def majority_vote(predictions):
     """The collection's majority-vote prediction: (n_epochs, n_examples), ties to the smallest label."""
     predictions, _ = _check_predictions(predictions)
+    _sort_plan(predictions.dtype)  # measured here, not while the threads below compete for the cores
     return np.stack(parallel_map(lambda e: mode(predictions[:, e], return_label=True)[1], range(predictions.shape[1])))
 
 

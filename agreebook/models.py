@@ -98,6 +98,9 @@ class Arch:
     configurable: bool = True  # takes activation / dropout overrides
     activation: str = "relu"  # its default activation
     modality: str = "image"  # "image": (C, H, W) inputs; "text": token ids (vocab_size, max_len, emb_dim)
+    # Raised when the network a name builds changes: a record's identity carries it, so a run
+    # folder of the earlier network is refused instead of resumed or reused as this one.
+    revision: int = 0
 
 
 def _act(name):
@@ -253,7 +256,7 @@ ARCHS = {a.name: a for a in [
          description="linear small st-VGG: small st-VGG with identity activations and average pooling"),
     Arch("mnist_net", _mnist_net, {**_SGD_STEP, "optimizer": "adadelta", "lr": 1.0, "lr_decay": 1.0},
          min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),
-    Arch("fc", _fc, {**_SGD_STEP, "lr": 0.04, "lr_decay": 1.0},
+    Arch("fc", _fc, {**_SGD_STEP, "lr": 0.04, "lr_decay": 1.0}, revision=1,  # 1: the paper's 2x1024 (was 2x512)
          description="the paper's fully connected net: two hidden layers of 1024, ReLU, dropout 0.5 (lr 0.04)"),
     Arch("linear", _linear, {**_SGD_STEP, "lr_decay": 1.0}, configurable=False,
          description="linear classifier on the pixels (multinomial logistic regression), SGD lr 0.05"),

@@ -431,7 +431,11 @@ def _versions():
 
 
 def _identity(cfg, ds):
-    return {"config": cfg.to_dict(), "data_fingerprint": ds.fingerprint()}
+    ident = {"config": cfg.to_dict(), "data_fingerprint": ds.fingerprint()}
+    revision = get_arch(cfg.arch).revision
+    if revision:  # absent at 0, so folders from before revisions existed still match
+        ident["arch_revision"] = revision
+    return ident
 
 
 def _in_shape(ds, embeddings=None):
@@ -552,6 +556,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
         old = None  # a start that failed before training anything: the corrected command starts afresh
     if old is None and prev is not None:  # a folder from before config.json kept these
         old = {"config": prev.meta.get("config"), "data_fingerprint": prev.meta.get("data_fingerprint"),
+               "arch_revision": prev.meta.get("arch_revision"),
                "threads_per_member": prev.meta.get("threads_per_member") or prev.meta.get("threads_per_worker"),
                "runs": prev.meta.get("runs", [])}
     if old is not None:
@@ -559,6 +564,9 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
             diff = config_diff(old["config"] if isinstance(old["config"], dict) else {}, ident["config"])
             if old.get("data_fingerprint") != ident["data_fingerprint"]:
                 diff.append("data: the dataset's arrays differ (fingerprint)")
+            if old.get("arch_revision") != ident.get("arch_revision"):
+                diff.append(f"architecture: {cfg.arch} was trained here as revision {old.get('arch_revision') or 0} "
+                            f"of its network; it is now revision {ident.get('arch_revision') or 0} (models.ARCHS)")
             raise RecordError(f"{out} holds a record of another configuration:\n  " + "\n  ".join(diff) +
                               "\nUse another output folder, or delete this one to start over.")
         if prev is not None and prev.is_complete:
@@ -612,7 +620,8 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
             "n_parameters": count_parameters(sample), "device": device,
             "engine": engines[0] if len(engines) == 1 else "+".join(engines),
             "precision": "+".join(sorted({r["precision"] for r in runs})),
-            "threads_per_member": threads, "runs": runs, "versions": _versions(), "started": runs[0]["started"]}
+            "threads_per_member": threads, "runs": runs, "versions": _versions(), "started": runs[0]["started"],
+            **({"arch_revision": ident["arch_revision"]} if "arch_revision" in ident else {})}
     t0 = time.perf_counter()
     last_write = [t0]
 

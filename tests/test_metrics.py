@@ -59,6 +59,23 @@ def test_parallel_map_keeps_the_order():
     assert M.parallel_map(str, []) == []
 
 
+def test_results_do_not_depend_on_the_thread_count(monkeypatch):
+    from agreebook import stats as S
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 3000)
+    p = np.where(rng.random((6, 5, 3000)) < rng.random(3000), y, rng.integers(0, 4, (6, 5, 3000))).astype(np.int16)
+
+    def everything():
+        return (M.agreement(p, y), M.majority_vote(p), M.accuracies(p, y), M.correct_counts(p, y),
+                M.class_accuracies(p, y), S.error_consistency(p, y, n_boot=200)["ci"])
+
+    monkeypatch.setattr(M.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    many = everything()
+    monkeypatch.setattr(M, "MAX_THREADS", 1)
+    for a, b in zip(many, everything()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_single_model_agreement_is_one():
     p = np.random.default_rng(0).integers(0, 5, (1, 2, 50))
     np.testing.assert_array_equal(M.agreement(p), 1.0)

@@ -122,7 +122,7 @@ def test_a_dense_net_keeps_its_first_thread_count_on_resume(tmp_path):
     subprocess.run(cmd + ["--workers", "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resumed = Record.load(out)
     assert resumed.is_complete and resumed.meta["threads_per_member"] == ref.meta["threads_per_member"]
-    assert [r["workers"] for r in resumed.meta["runs"]][0] == 1
+    assert [r["workers"] for r in resumed.meta["runs"]] == [1, 2]  # killed mid-run, then resumed
     for s in ("train", "test"):
         np.testing.assert_array_equal(resumed.predictions[s], ref.predictions[s])
 
@@ -235,3 +235,22 @@ def test_cli_train_and_report(tmp_path):
     r = run("train", "--out", str(tmp_path / "x"), "--dataset", "nope")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "known datasets" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_of_an_earlier_network_of_the_same_name_is_refused(tmp_path):
+    """fc became the paper's 2x1024 net (revision 1): a folder trained with the 512-unit fc,
+    whose config.json has no revision, must not be resumed or reused as this one."""
+    import json
+    cfg = TrainConfig(dataset="digits", arch="fc", n_models=2, epochs=(1,), train_size=100, test_size=50)
+    out = tmp_path / "r"
+    rec = train_collection(cfg, out, RT)
+    assert rec.meta["arch_revision"] == 1
+    ident = json.loads((out / "config.json").read_text())
+    del ident["arch_revision"]  # as the earlier fc wrote it
+    (out / "config.json").write_text(json.dumps(ident))
+    with pytest.raises(RecordError, match="revision 0 of its network; it is now revision 1"):
+        train_collection(cfg, out, RT)
+    # an architecture at revision 0 writes no revision, so older folders of it still match
+    small = train_collection(TrainConfig(dataset="digits", arch="linear", n_models=2, epochs=(1,), train_size=100,
+                                         test_size=50), tmp_path / "l", RT)
+    assert "arch_revision" not in small.meta
