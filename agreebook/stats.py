@@ -403,16 +403,22 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0, n_
         null[i] = M.null_bimodality(acc[whole[i] > 0])
     ci = np.empty((len(sizes), n_epochs, 2))
     weights = bs.weights.astype(np.float32)
+
+    def interval(e):  # writes ci[:, e]; no warning filters here (parallel_map's threads)
+        # float32 products: block counts times multinomial weights stay far below 2**24
+        draws = (weights @ hist_blocks[e].reshape(bs.n_blocks, -1).astype(np.float32)).reshape(
+            n_boot, len(whole), n_models + 1)
+        for s, m in enumerate(sizes):
+            rows = np.flatnonzero(size_of == m)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                b = M.bimodality_of_distribution(np.arange(m + 1) / m, draws[:, rows, :m + 1])  # (n_boot, n_draws)
+            ok = np.isfinite(b)
+            mean = np.where(ok.any(1), np.where(ok, b, 0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
+            ci[s, e] = percentile_interval(mean, level)
+
+    M.parallel_map(interval, range(n_epochs), max_threads=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN size (constant scores)
-        for e in range(n_epochs):
-            # float32 products: block counts times multinomial weights stay far below 2**24
-            draws = (weights @ hist_blocks[e].reshape(bs.n_blocks, -1).astype(np.float32)).reshape(
-                n_boot, len(whole), n_models + 1)
-            for s, m in enumerate(sizes):
-                rows = np.flatnonzero(size_of == m)
-                b = M.bimodality_of_distribution(np.arange(m + 1) / m, draws[:, rows, :m + 1])  # (n_boot, n_draws)
-                ci[s, e] = percentile_interval(np.nanmean(b, 1), level)
         bim, null = bim.reshape(len(sizes), n_draws, n_epochs), null.reshape(len(sizes), n_draws, n_epochs)
         return {"sizes": sizes, "reliability": np.nanmean(rel, 1),
                 "reliability_range": np.stack([np.nanmin(rel, 1), np.nanmax(rel, 1)], -1),
