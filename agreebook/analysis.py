@@ -74,6 +74,11 @@ class SplitAnalysis:
         return (f"Monte Carlo, {self.n_null_draws} draws of the exact null (the smallest p it gives, 1/{self.n_null_draws + 1}, "
                 f"means no draw was as low: p <= {S.p_floor(self.n_null_draws):.2g})")
 
+    @property
+    def most_bimodal(self):
+        """Index of the recorded epoch with the lowest bimodality (0 when none is defined)."""
+        return int(np.nanargmin(self.bimodality)) if np.isfinite(self.bimodality).any() else 0
+
     def significant(self, alpha=ALPHA, null="accuracy"):
         """Epochs whose TP-agreement is more bimodal than the null at level alpha: (E,) bool."""
         b, p = ((self.null_bimodality, self.p_value) if null == "accuracy"

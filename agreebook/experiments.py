@@ -148,7 +148,7 @@ def robustness_table(results, split="test"):
     rows = []
     for label, rec in results:
         a = analyze(rec, split)
-        i = int(np.nanargmin(a.bimodality)) if np.isfinite(a.bimodality).any() else 0
+        i = a.most_bimodal
         rows.append({"setting": label, "N": rec.n_models, "accuracy": a.accuracy_mean[-1],
                      "most bimodal epoch": int(a.epochs[i]), "bimodality there": a.bimodality[i],
                      "95% CI": _ci_text(a.bimodality_ci[i:i + 1])[0], "null there": a.null_bimodality[i],
@@ -300,7 +300,7 @@ def minimum_bimodality_table(results, splits=("train", "test"), alpha=ALPHA):
     for label, rec in results:
         for split in splits:
             a = analyze(rec, split)
-            i = int(np.nanargmin(a.bimodality)) if np.isfinite(a.bimodality).any() else 0
+            i = a.most_bimodal
             rows.append({
                 "collection": label, "split": split, "accuracy": a.accuracy_mean[-1],
                 "min bimodality": a.bimodality[i], "95% CI": _ci_text(a.bimodality_ci[i:i + 1])[0],

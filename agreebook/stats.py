@@ -53,6 +53,14 @@ MAX_BOOT_EXAMPLES = 200_000
 _CHUNK = 1 << 15  # examples per float32 correctness block: (n_models, 32768) is 13 MB at N=100
 
 
+def _mean_of_defined(x):
+    """Mean over the last axis of the finite entries, NaN where none is; nanmean without its
+    warning filter, which edits one process-wide list and so cannot run in parallel_map."""
+    ok = np.isfinite(x)
+    n_ok = ok.sum(-1)
+    return np.where(n_ok > 0, np.where(ok, x, 0).sum(-1) / np.maximum(n_ok, 1), np.nan)
+
+
 def _level(level):
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1); got {level}")
@@ -412,9 +420,7 @@ def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0, n_
             rows = np.flatnonzero(size_of == m)
             with np.errstate(invalid="ignore", divide="ignore"):
                 b = M.bimodality_of_distribution(np.arange(m + 1) / m, draws[:, rows, :m + 1])  # (n_boot, n_draws)
-            ok = np.isfinite(b)
-            mean = np.where(ok.any(1), np.where(ok, b, 0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
-            ci[s, e] = percentile_interval(mean, level)
+            ci[s, e] = percentile_interval(_mean_of_defined(b), level)
 
     M.parallel_map(interval, range(n_epochs), max_threads=2)
     with warnings.catch_warnings():
@@ -532,12 +538,7 @@ def _mean_kappa(stats, iu, n_models):
     with np.errstate(invalid="ignore", divide="ignore"):
         kappa /= den
     kappa[~(den > 0)] = np.nan
-    # the mean over defined pairs, without nanmean's warning filter (not thread-safe, see above)
-    ok = np.isfinite(kappa)
-    n_ok = ok.sum(1)
-    total = np.where(ok, kappa, 0).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_ok > 0, total / np.maximum(n_ok, 1), np.nan), kappa
+    return _mean_of_defined(kappa), kappa  # the mean over defined pairs
 
 
 # --- counts ------------------------------------------------------------------------------------------
