@@ -48,13 +48,22 @@ PRESET_TYPES = {
     "adaboost_learners": int,  # §6: boosting stages
     "other_arch": str,  # §4: the second architecture set against the chapter's
     "linear_pair": tuple,  # §4.2: (a net, its linear twin)
+    "gaussian_sets": tuple,  # §5.1: the two-Gaussian datasets (mean shifts) run with the fc net
+    "synthetic_sizes": tuple,  # §5.1: (train, test) of the Gaussian sets; None = whole (2500/500 a class)
+    "synthetic_epochs": tuple,  # §5.1: recorded epochs of the Gaussian and Gabor collections
+    "gabor_sizes": tuple,  # §5.1, Suppl C: (train, test) Gabor patches; 1200 = the paper's 100 a class
+    "gabor_epochs": tuple,  # 12 steps an epoch at 1200 images: longer than the fc net needs
+    "random_label_models": int,  # §5.2: N of the random-label collection
+    "random_label_epochs": tuple,  # §5.2: long enough to memorise the training set
 }
 
 SCALES = {
     "smoke": dict(dataset="digits", arch="", n_models=3, epochs=(1, 2, 4), train_size=300, test_size=150,
                   sweep_models=2, sweep_epochs=(1, 2), n_partitions=2, partition_models=2,
                   adaboost_learners=20, other_arch="fc",
-                  linear_pair=("small_st_vgg", "linear_small_st_vgg")),
+                  linear_pair=("small_st_vgg", "linear_small_st_vgg"),
+                  gaussian_sets=("gaussian_0.05",), synthetic_sizes=(300, 150), synthetic_epochs=(1, 2, 4),
+                  gabor_sizes=(300, 150), gabor_epochs=(1, 2, 4), random_label_models=3, random_label_epochs=(1, 2, 4)),
     # cpu: the paper's small-mammals regime, offline (issue 12): five similar CIFAR-10 animal
     # classes, 500 training images a class as in the paper's 2500, recorded from the first
     # epoch (near chance) to convergence, densely early where the order forms.
@@ -65,11 +74,22 @@ SCALES = {
                 # measured on digits (the earlier cpu set): st-VGG and its linear twin stayed at
                 # chance for 16 epochs at lr 0.05, the small pair learned (93% / 85%); not yet
                 # measured on cifar10_animals
-                linear_pair=("small_st_vgg", "linear_small_st_vgg")),
+                linear_pair=("small_st_vgg", "linear_small_st_vgg"),
+                # the paper's sizes for the synthetic sets (Suppl C); the fc net converges in a
+                # few epochs, so 16 cover it
+                gaussian_sets=tuple(GAUSSIAN_SHIFTS), synthetic_sizes=(None, None),
+                synthetic_epochs=(1, 2, 3, 4, 6, 8, 12, 16), gabor_sizes=(1200, 1200),
+                gabor_epochs=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48),
+                # no dropout (Suppl B); epochs until the 2500 random labels are memorised
+                random_label_models=8, random_label_epochs=(1, 2, 4, 8, 16, 24, 32, 48, 64, 80)),
     "paper": dict(dataset="small_mammals", arch="", n_models=100, epochs=(1, 2, 4, 8, 16, 32, 64, 128), train_size=None,
                   test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   n_partitions=2, partition_models=100, adaboost_learners=100, other_arch="resnet18",
-                  linear_pair=("st_vgg", "linear_st_vgg")),
+                  linear_pair=("st_vgg", "linear_st_vgg"),
+                  gaussian_sets=tuple(GAUSSIAN_SHIFTS), synthetic_sizes=(None, None),
+                  synthetic_epochs=(1, 2, 4, 8, 16, 32, 64, 128), gabor_sizes=(1200, 1200),
+                  gabor_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
+                  random_label_models=100, random_label_epochs=(1, 2, 4, 8, 16, 32, 64, 128)),
 }
 
 # The paper's architectures (Suppl B): the MNIST net for the MNIST-like sets, st-VGG for the
@@ -183,6 +203,25 @@ class Chapter:
         rec.meta["scale"] = self.scale
         _USED[self.run_dir(cfg).name] = rec.meta.get("versions", {})
         return rec
+
+    def controls(self):
+        """§5's collections that should not be bimodal, as [(label, split, Chapter, config)]:
+        the Gaussian sets with the fc net and Gabor patches at the paper's sizes (Suppl C), and
+        the chapter's dataset with random labels and no dropout (Suppl B), read on the training
+        set it memorises.  One place for these configs, so a notebook and a batch script that
+        trains them ahead of it name the same records."""
+        s = self.sizes
+        out = []
+        for name in s["gaussian_sets"]:
+            g = self.for_dataset(name)
+            train, test = s["synthetic_sizes"]
+            out.append((name, "test", g, g.config(train_size=train, test_size=test, epochs=s["synthetic_epochs"])))
+        g = self.for_dataset("gabor")
+        train, test = s["gabor_sizes"]
+        out.append(("gabor", "test", g, g.config(train_size=train, test_size=test, epochs=s["gabor_epochs"])))
+        out.append((f"{self.dataset}, random labels", "train", self, self.config(
+            random_labels=True, dropout=0.0, n_models=s["random_label_models"], epochs=s["random_label_epochs"])))
+        return out
 
     def member_model(self, cfg=None, member=0):
         """A trained network of ``cfg`` (default: the main collection), kept in its run folder:

@@ -236,13 +236,11 @@ def _gaussian(name="gaussian", seed=0, **_):
 GABOR_ORIENTATIONS = (45, 90, 135, 180)
 
 
-def _gabor(seed=0, n_train_per_class=500, n_test_per_class=100, **_):
-    """12 classes: colour channel (R, G, B) x base orientation (45/90/135/180 deg).
+GABOR_JITTER = 30  # deg, uniform: the paper's "varies by +-30" (Suppl C)
 
-    Each image is a Gabor patch on mid-grey in one channel, its orientation the class's base
-    plus a uniform jitter of +-30 deg; envelope width (sigma 2.5-6 px), wavelength (5-10 px),
-    phase and centre vary within a class. 32x32x3 uint8.
-    """
+
+def _gabor_arrays(seed, n_train_per_class, n_test_per_class):
+    """(x_train, y_train, offset_train, x_test, y_test, offset_test); offsets in degrees."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
 
@@ -250,7 +248,8 @@ def _gabor(seed=0, n_train_per_class=500, n_test_per_class=100, **_):
         n = 12 * per_class
         y = np.repeat(np.arange(12), per_class)
         channel, base = y // 4, np.array(GABOR_ORIENTATIONS)[y % 4]
-        theta = np.deg2rad(base + rng.uniform(-30, 30, n))[:, None, None]
+        offset = rng.uniform(-GABOR_JITTER, GABOR_JITTER, n)
+        theta = np.deg2rad(base + offset)[:, None, None]
         sigma = rng.uniform(2.5, 6.0, n)[:, None, None]
         lam = rng.uniform(5.0, 10.0, n)[:, None, None]
         psi = rng.uniform(0, 2 * np.pi, n)[:, None, None]
@@ -262,12 +261,30 @@ def _gabor(seed=0, n_train_per_class=500, n_test_per_class=100, **_):
         x = np.full((n, 32, 32, 3), 128, np.uint8)
         x[np.arange(n), :, :, channel] = np.clip(np.rint(128 + 127 * g), 0, 255).astype(np.uint8)
         perm = rng.permutation(n)
-        return x[perm], y[perm].astype(np.int64)
+        return x[perm], y[perm].astype(np.int64), offset[perm]
 
-    xtr, ytr = draw(n_train_per_class)
-    xte, yte = draw(n_test_per_class)
+    return (*draw(n_train_per_class), *draw(n_test_per_class))
+
+
+def _gabor(seed=0, n_train_per_class=500, n_test_per_class=100, **_):
+    """12 classes: colour channel (R, G, B) x base orientation (45/90/135/180 deg).
+
+    Each image is a Gabor patch on mid-grey in one channel, its orientation the class's base
+    plus a uniform jitter of +-30 deg; envelope width (sigma 2.5-6 px), wavelength (5-10 px),
+    phase and centre vary within a class. 32x32x3 uint8.
+    """
+    xtr, ytr, _, xte, yte, _ = _gabor_arrays(seed, n_train_per_class, n_test_per_class)
     classes = [f"{c}-{o}" for c in "RGB" for o in GABOR_ORIENTATIONS]
     return Dataset("gabor", xtr, ytr, xte, yte, classes, source=f"synthetic Gabor patches, seed {seed}")
+
+
+def gabor_offsets(seed=0, n_train_per_class=500, n_test_per_class=100):
+    """{"train": (n,), "test": (n,)}: each Gabor patch's orientation minus its class's base, in
+    degrees, in the order of ``load_dataset("gabor", seed=seed)``.  The bases are 45 deg apart
+    and the jitter +-30, so a patch with |offset| > 22.5 lies nearer another class's base (of
+    the same colour) than its own: about a quarter of them, which no classifier can place."""
+    _, _, otr, _, _, ote = _gabor_arrays(seed, n_train_per_class, n_test_per_class)
+    return {"train": otr, "test": ote}
 
 
 # --- text (paper §3, Fig 4a): Stack Overflow questions, one tag each -----------------------------

@@ -84,6 +84,53 @@ def _r(v):
     return "nan" if not np.isfinite(v) else f"{v:.3f}"
 
 
+# Epochs where the bimodality test has power: above chance by this margin (below, a shared class
+# bias dominates, chapter 5) and below this accuracy (above, nearly every example sits at
+# TP-agreement 1 and Pearson's score reads one mode: the README's digits job measured the band).
+INFORMATIVE_MARGIN, INFORMATIVE_CEILING = 0.05, 0.95
+
+
+def informative_epochs(analysis, n_classes, margin=INFORMATIVE_MARGIN, ceiling=INFORMATIVE_CEILING):
+    """(E,) bool: recorded epochs whose mean accuracy lies in (1/K + margin, ceiling)."""
+    acc = analysis.accuracy_mean
+    return (acc > 1 / n_classes + margin) & (acc < ceiling)
+
+
+def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
+    """("reproduced" | "partly" | "not reproduced" | "untestable", one sentence), from the data.
+
+    The claim is the paper's: TP-agreement is bimodal (``paper_bimodal``, natural data, §3) or
+    is not (§5: synthetic data, random labels), read at the informative epochs only (see
+    ``informative_epochs``).  "More bimodal" means below both nulls at level ``alpha``: the
+    paper's (each model's accuracy) and the class-matched one (each model's accuracy on every
+    class), which a shared class bias alone cannot beat.  A bimodal claim is reproduced when
+    every informative epoch is, partly when at least half are; a not-bimodal claim when none
+    is, partly when fewer than half are.  With E epochs each tested at ``alpha`` the chance of
+    one false "more bimodal" under the null is at most E * alpha (0.1 for 10 epochs at 0.01).
+    """
+    a = analyze(record, split)
+    keep = informative_epochs(a, record.n_classes)
+    sig = a.significant(alpha) & a.significant(alpha, "class")
+    ep = a.epochs
+    lo, hi = 1 / record.n_classes + INFORMATIVE_MARGIN, INFORMATIVE_CEILING
+    if not keep.any():
+        return "untestable", (f"{split}: no recorded epoch has a mean accuracy between {lo:.2f} and {hi:.2f} "
+                              f"(it runs {a.accuracy_mean.min():.3f} to {a.accuracy_mean.max():.3f}), so the test "
+                              "has no power anywhere.")
+    k, n = int(sig[keep].sum()), int(keep.sum())
+    if paper_bimodal:
+        word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
+    else:
+        word = "reproduced" if k == 0 else "partly" if 2 * k < n else "not reproduced"
+    i = int(np.flatnonzero(keep)[np.nanargmin(np.where(keep, a.bimodality, np.inf)[keep])])
+    return word, (f"{split}: more bimodal than both nulls (p < {alpha:g}) at {k} of the {n} informative epochs "
+                  f"(mean accuracy {lo:.2f}-{hi:.2f}: epochs {ep[keep].min()}-{ep[keep].max()}); "
+                  f"most bimodal at epoch {ep[i]}: {_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, "
+                  f"{_r(a.bimodality_ci[i][1])}] against {_r(a.null_bimodality[i])} (null) and "
+                  f"{_r(a.class_null_bimodality[i])} (class-matched). The paper's claim, "
+                  f"{'bimodal' if paper_bimodal else 'not bimodal'}: {word}.")
+
+
 def learning_epoch_by_accessibility(record, split, width=0.05):
     """Fig 6: how late examples are learned, in accessibility bins of ``width``.
 
@@ -309,6 +356,58 @@ def minimum_bimodality_table(results, splits=("train", "test"), alpha=ALPHA):
                 f"epochs p<{alpha:g}, class null": f"{int(a.significant(alpha, 'class').sum())}/{len(a.epochs)}",
                 "kappa": a.error_consistency[i], "kappa 95% CI": _ci_text(a.error_consistency_ci[i:i + 1])[0]})
     return pd.DataFrame(rows).set_index(["collection", "split"])
+
+
+def subset_record(record, split, keep):
+    """The record restricted to ``split``'s examples where ``keep`` (n_examples,) bool is True;
+    the class count is kept, so its nulls are those of the full problem."""
+    from .record import Record
+    keep = np.asarray(keep, bool)
+    return Record({split: record.predictions[split][:, :, keep]}, {split: record.labels[split][keep]},
+                  record.epochs, meta={**record.meta, "n_classes": record.n_classes})
+
+
+GABOR_AMBIGUOUS = 22.5  # deg: half the 45 deg between base orientations
+
+
+def gabor_ambiguity_table(record, split="test", alpha=ALPHA):
+    """Chapter 5's test of why Gabor patches come out bimodal: is it the patches whose
+    orientation lies nearer another class's base (data.gabor_offsets), which no classifier can
+    place, or a shared order among the patches every classifier could learn?
+
+    One row per group (all patches, |offset| <= 22.5, |offset| > 22.5): the examples, the
+    epochs at which the group's TP-agreement is more bimodal than both nulls, the most
+    bimodal epoch's bimodality with its interval against the nulls, and the mean TP-agreement
+    at the last epoch.  Also ``attrs["spearman"]``: accessibility against |offset| with its
+    interval (the ambiguous patches should be the least accessible)."""
+    import pandas as pd
+    from .data import gabor_offsets
+    cfg = record.meta.get("config") or {}
+    if record.meta.get("dataset") != "gabor" or "data_seed" not in cfg:
+        raise ValueError("gabor_ambiguity_table needs a record trained on the gabor dataset by agreebook")
+    offsets = gabor_offsets(int(cfg["data_seed"]))[split]
+    rows = (record.meta.get("subset") or {}).get(f"{split}_indices")
+    if rows is not None:
+        offsets = offsets[np.asarray(rows)]
+    if len(offsets) != len(record.labels[split]):
+        raise ValueError(f"the record's {split} split has {len(record.labels[split])} examples, the generator "
+                         f"{len(offsets)}: a record of another Gabor size")
+    far = np.abs(offsets) > GABOR_AMBIGUOUS
+    out = []
+    for name, keep in (("all patches", np.ones_like(far)), (f"|offset| <= {GABOR_AMBIGUOUS:g} deg", ~far),
+                       (f"|offset| > {GABOR_AMBIGUOUS:g} deg (nearer another class)", far)):
+        a = analyze(subset_record(record, split, keep), split)
+        sig = a.significant(alpha) & a.significant(alpha, "class")
+        i = a.most_bimodal
+        out.append({"patches": name, "examples": int(keep.sum()),
+                    f"epochs below both nulls (p<{alpha:g})": f"{int(sig.sum())}/{len(sig)}",
+                    "min bimodality": a.bimodality[i], "95% CI": _ci_text(a.bimodality_ci[i:i + 1])[0],
+                    "at epoch": int(a.epochs[i]), "null": a.null_bimodality[i],
+                    "class null": a.class_null_bimodality[i], "mean TPa, last epoch": a.tp_agreement_mean[-1]})
+    table = pd.DataFrame(out).set_index("patches")
+    acc = M.accessibility(record.tp_agreement(split))
+    table.attrs["spearman"] = S.correlation(np.abs(offsets), acc)
+    return table
 
 
 def record_images(record, split, data_root=None):

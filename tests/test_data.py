@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from agreebook import data as D
+from tolerance import ULPS64
 
 
 def _check(ds, n_classes, shape):
@@ -118,7 +119,7 @@ def test_channel_mean_sd_matches_numpy_across_chunks():
     for rows in (1, 50, 1 << 20):  # chunk edges must not matter
         mean, sd = D._channel_mean_sd(x, rows=rows)
         np.testing.assert_array_equal(mean, flat.mean(0))  # integer sums: exact
-        np.testing.assert_allclose(sd, flat.std(0), rtol=1e-12)
+        np.testing.assert_allclose(sd, flat.std(0), rtol=ULPS64)
 
 
 def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):

@@ -172,3 +172,28 @@ def test_tables_carry_intervals():
     oos = X.out_of_sample_table({"test": (obs, np.full(50, 0.5))})
     lo, hi = (float(v) for v in oos.loc["test", "95% CI"].strip("[]").split(","))
     assert lo < oos.loc["test", "mean Agreement"] < hi
+
+
+def test_claim_verdict_reads_the_informative_epochs_against_both_nulls():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], 200)
+    n, e = 8, 3
+    # a shared order: example i is right in every model from the epoch its difficulty allows
+    hard = rng.random(600)
+    shared = np.stack([hard < q for q in (0.5, 0.6, 0.7)])
+    right_shared = np.broadcast_to(shared, (n, e, 600))
+    # independent models at the same accuracies, and a collection at the ceiling
+    right_indep = rng.random((n, e, 600)) < np.array([0.5, 0.6, 0.7])[None, :, None]
+    right_ceiling = rng.random((n, e, 600)) < 0.99
+
+    def rec(right):
+        preds = np.where(right, labels, (labels + 1) % 3).astype(np.int16)
+        return Record({"test": preds}, {"test": labels}, (1, 2, 3), meta={"n_classes": 3})
+
+    word, text = X.claim_verdict(rec(right_shared), "test", paper_bimodal=True)
+    assert word == "reproduced" and "3 of the 3 informative epochs" in text
+    assert X.claim_verdict(rec(right_shared), "test", paper_bimodal=False)[0] == "not reproduced"
+    assert X.claim_verdict(rec(right_indep), "test", paper_bimodal=False)[0] == "reproduced"
+    assert X.claim_verdict(rec(right_indep), "test", paper_bimodal=True)[0] == "not reproduced"
+    word, text = X.claim_verdict(rec(right_ceiling), "test", paper_bimodal=False)
+    assert word == "untestable" and "no power" in text

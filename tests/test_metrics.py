@@ -3,6 +3,7 @@ import pytest
 from scipy import stats
 
 from agreebook import metrics as M
+from tolerance import ULPS64
 
 
 def test_tp_agreement_and_agreement_by_hand():
@@ -82,7 +83,7 @@ def test_single_model_agreement_is_one():
 
 
 def test_bimodality_reference_values():
-    assert M.bimodality(np.array([0.0, 1.0] * 500)) == pytest.approx(0.0, abs=1e-12)
+    assert M.bimodality(np.array([0.0, 1.0] * 500)) == pytest.approx(0.0, abs=ULPS64)
     # uniform on [0,1]: kurtosis 1.8, skewness 0
     u = np.linspace(0, 1, 200001)
     assert M.bimodality(u) == pytest.approx(0.8, abs=1e-4)
@@ -91,7 +92,7 @@ def test_bimodality_reference_values():
     # against scipy's definitions
     x = np.random.default_rng(2).gamma(2.0, size=5000)
     want = stats.kurtosis(x, fisher=False) - stats.skew(x) ** 2 - 1
-    assert M.bimodality(x) == pytest.approx(want, rel=1e-10)
+    assert M.bimodality(x) == pytest.approx(want, rel=ULPS64)
     assert np.isnan(M.bimodality(np.ones(10)))
     # axis handling
     both = np.stack([x, g[:5000]])
@@ -113,7 +114,7 @@ def test_identical_models_give_binary_tpa_and_full_agreement():
     assert set(np.unique(tpa)) <= {0.0, 1.0}
     np.testing.assert_array_equal(M.agreement(preds), 1.0)
     # two spikes: bimodality 0
-    np.testing.assert_allclose(M.bimodality(tpa, axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(M.bimodality(tpa, axis=1), 0.0, atol=ULPS64)
 
 
 def test_poisson_binomial_is_exact():
@@ -126,10 +127,10 @@ def test_poisson_binomial_is_exact():
         for bits in product([0, 1], repeat=3):
             pr = np.prod([a if b else 1 - a for a, b in zip(acc[:, e], bits)])
             want[sum(bits)] += pr
-        np.testing.assert_allclose(pmf[e], want, atol=1e-15)
+        np.testing.assert_allclose(pmf[e], want, atol=ULPS64)
     # equal accuracies: binomial
     acc = np.full((10, 1), 0.3)
-    np.testing.assert_allclose(M.null_tp_agreement(acc)[0], stats.binom.pmf(np.arange(11), 10, 0.3), atol=1e-14)
+    np.testing.assert_allclose(M.null_tp_agreement(acc)[0], stats.binom.pmf(np.arange(11), 10, 0.3), atol=ULPS64)
 
 
 def test_independent_models_are_close_to_the_null():
@@ -173,7 +174,7 @@ def test_null_bimodality_matches_binomial_formula():
     n, p = 25, 0.35
     q = 1 - p
     want = 3 + (1 - 6 * p * q) / (n * p * q) - (1 - 2 * p) ** 2 / (n * p * q) - 1
-    assert M.null_bimodality(np.full((n, 1), p))[0] == pytest.approx(want, rel=1e-10)
+    assert M.null_bimodality(np.full((n, 1), p))[0] == pytest.approx(want, rel=ULPS64)
 
 
 def test_null_agreement_extremes_and_seed():

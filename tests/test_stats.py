@@ -5,6 +5,7 @@ from scipy import stats as sps
 
 from agreebook import metrics as M
 from agreebook import stats as S
+from tolerance import ULPS64
 
 
 def _independent(n_models, n_examples, p, rng, n_epochs=1):
@@ -68,7 +69,7 @@ def test_bimodality_ci_of_identical_models_is_a_point():
     p[:, :, :30] = 1
     out = S.bimodality_ci(p, np.ones(100, np.int16), n_boot=200)
     np.testing.assert_allclose(out["estimate"], M.bimodality(M.tp_agreement(p, np.ones(100)), axis=1))
-    assert out["estimate"][0] == pytest.approx(0, abs=1e-12)
+    assert out["estimate"][0] == pytest.approx(0, abs=ULPS64)
     assert np.all(out["ci"][:, 0] <= out["estimate"]) and np.all(out["estimate"] <= out["ci"][:, 1])
     assert out["resampled"] == "examples"
 
@@ -93,9 +94,9 @@ def test_correlation_matches_scipy_and_ranks_on_ties():
     a = rng.integers(0, 6, 300) / 5  # a lattice with ties, like accessibility
     b = np.clip(a + rng.normal(0, 0.3, 300), 0, 1)
     out = S.correlation(a, b, n_boot=300)
-    assert out["pearson"] == pytest.approx(sps.pearsonr(a, b).statistic, rel=1e-12)
-    assert out["spearman"] == pytest.approx(sps.spearmanr(a, b).statistic, rel=1e-12)
-    assert out["pearson_p"] == pytest.approx(sps.pearsonr(a, b).pvalue, rel=1e-9)
+    assert out["pearson"] == pytest.approx(sps.pearsonr(a, b).statistic, rel=ULPS64)
+    assert out["spearman"] == pytest.approx(sps.spearmanr(a, b).statistic, rel=ULPS64)
+    assert out["pearson_p"] == pytest.approx(sps.pearsonr(a, b).pvalue, rel=ULPS64)
     for key in ("pearson", "spearman"):
         lo, hi = out[f"{key}_ci"]
         assert lo < out[key] < hi
@@ -150,7 +151,7 @@ def test_subset_pass_does_not_depend_on_the_chunk_size(monkeypatch):
     monkeypatch.setattr(S, "_CHUNK", 37)  # 300 examples in 9 chunks, the last one short
     chunked = S.models_needed(p, y, n_draws=3)
     for key in ("reliability", "bimodality", "null_bimodality", "bimodality_ci"):
-        np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-9)
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=ULPS64)
 
 
 def test_split_half_reliability_identical_one_independent_zero():
@@ -175,7 +176,7 @@ def test_split_half_reliability_by_hand():
         r = np.corrcoef(M.accessibility(M.tp_agreement(p[a], y)), M.accessibility(M.tp_agreement(p[b], y)))[0, 1]
         rs.append(r)
     # every split of 4 models is one of these 3 (up to the halves' order, which r ignores)
-    assert all(min(abs(h - r) for r in rs) < 1e-9 for h in out["half_r"])
+    assert all(min(abs(h - r) for r in rs) < ULPS64 for h in out["half_r"])
     np.testing.assert_allclose(S.spearman_brown(out["half_r"]).mean(), out["reliability"])
 
 
@@ -191,9 +192,9 @@ def test_models_needed_grows_with_n_and_ends_at_the_whole_collection():
     np.testing.assert_allclose(out["bimodality"][-1], M.bimodality(M.tp_agreement(preds, labels), axis=1))
     assert out["bimodality_range"].shape == (len(out["sizes"]), 3, 2)
     # and its interval is the whole collection's: the same examples, the same bootstrap draws
-    np.testing.assert_allclose(out["bimodality_ci"][-1], S.bimodality_ci(preds, labels)["ci"], rtol=1e-9)
+    np.testing.assert_allclose(out["bimodality_ci"][-1], S.bimodality_ci(preds, labels)["ci"], rtol=ULPS64)
     lo, hi = np.moveaxis(out["bimodality_ci"], -1, 0)
-    assert np.all((lo <= out["bimodality"] + 1e-12) & (out["bimodality"] <= hi + 1e-12))
+    assert np.all((lo <= out["bimodality"] + ULPS64) & (out["bimodality"] <= hi + ULPS64))
     assert S.reliability_reached(out, 0.0) == 2
     assert S.reliability_reached(out, 1.01) is None
     with pytest.raises(ValueError, match="sizes"):
@@ -207,8 +208,8 @@ def test_error_consistency_matches_cohens_kappa_and_bounds():
     out = S.error_consistency(preds, labels, n_boot=200)
     for e in range(2):
         want = [cohen_kappa_score(preds[i, e] == 1, preds[j, e] == 1) for i, j in [(0, 1), (0, 2), (1, 2)]]
-        assert out["estimate"][e] == pytest.approx(np.mean(want), rel=1e-9)
-        assert out["pairwise"][e, 0, 1] == pytest.approx(want[0], rel=1e-9)
+        assert out["estimate"][e] == pytest.approx(np.mean(want), rel=ULPS64)
+        assert out["pairwise"][e, 0, 1] == pytest.approx(want[0], rel=ULPS64)
         assert out["ci"][e, 0] < out["estimate"][e] < out["ci"][e, 1]
     assert np.isnan(out["pairwise"][0, 1, 1])
     same = np.repeat(preds[:1], 4, axis=0)
@@ -264,7 +265,7 @@ def test_error_consistency_interval_from_a_subsample_matches_the_full_bootstrap(
     full = S.error_consistency(preds, labels, n_boot=800, seed=1)
     monkeypatch.setattr(S, "MAX_BOOT_EXAMPLES", 2000)
     sub = S.error_consistency(preds, labels, n_boot=800, seed=1)
-    assert sub["estimate"][0] == pytest.approx(full["estimate"][0], rel=1e-12)
+    assert sub["estimate"][0] == pytest.approx(full["estimate"][0], rel=ULPS64)
     w_full, w_sub = np.diff(full["ci"][0])[0], np.diff(sub["ci"][0])[0]
     assert abs(w_sub / w_full - 1) < 0.2  # 800 draws from 2000 examples: the width's own error ~5-10%
     assert sub["ci"][0, 0] < sub["estimate"][0] < sub["ci"][0, 1]
