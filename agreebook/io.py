@@ -49,8 +49,8 @@ def remove_stale_temporaries(folder, names=("*",)):
             stale.unlink(missing_ok=True)
 
 
-def atomic_savez(path, **arrays):
-    _atomic(path, lambda f: np.savez(f, **arrays))
+def atomic_savez(path, compress=False, **arrays):
+    _atomic(path, lambda f: (np.savez_compressed if compress else np.savez)(f, **arrays))
 
 
 def atomic_write_json(path, obj):
