@@ -208,6 +208,12 @@ def test_record_from_users_arrays_and_report(tmp_path):
         Record.from_arrays({"test": preds}, {"test": labels[:10]}, [1, 2, 3])
     with pytest.raises(RecordError, match="no record"):
         Record.load(tmp_path / "none")
+    with np.load(tmp_path / "record.npz") as f:  # stored small (committed records), read back as int16
+        assert f["test_predictions"].dtype == np.int8 and f["test_labels"].dtype == np.int8
+    assert back.predictions["test"].dtype == np.int16 and back.labels["test"].dtype == np.int64
+    many = Record.from_arrays({"test": preds + 200}, {"test": labels + 200}, [1, 2, 3])  # 205 classes
+    many.save(tmp_path / "many")
+    np.testing.assert_array_equal(Record.load(tmp_path / "many").predictions["test"], preds + 200)
 
 
 def test_cli_train_and_report(tmp_path):
