@@ -143,7 +143,7 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
     pmf = M.null_tp_agreement(acc)
     test = M.bimodality_test(tpa, acc, n_draws=N_NULL_DRAWS, seed=seed, null_pmf=pmf)
     by_class = M.bimodality_test(tpa, acc, n_draws=N_NULL_DRAWS, seed=seed,
-                                 null_pmf=M.null_tp_agreement_by_class(preds, labels, record.n_classes))
+                                 null_pmf=M.null_tp_agreement_by_class(preds, labels))
     bim = S.bimodality_ci(preds, labels, n_boot, level, seed, counts=counts)
     agreement = M.agreement(preds, labels, counts)
     agree = S.mean_ci(agreement, n_boot, level, seed)

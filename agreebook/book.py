@@ -220,8 +220,10 @@ class Chapter:
         g = self.for_dataset("gabor")
         train, test = s["gabor_sizes"]
         out.append(("gabor", "test", g, g.config(train_size=train, test_size=test, epochs=s["gabor_epochs"])))
+        # no dropout (Suppl B) where the architecture has a dropout setting; others keep theirs
+        nodrop = {"dropout": 0.0} if ARCHS[self.arch].configurable else {}
         out.append((f"{self.dataset}, random labels", "train", self, self.config(
-            random_labels=True, dropout=0.0, n_models=s["random_label_models"], epochs=s["random_label_epochs"])))
+            random_labels=True, n_models=s["random_label_models"], epochs=s["random_label_epochs"], **nodrop)))
         return out
 
     def member_model(self, cfg=None, member=0):

@@ -240,7 +240,8 @@ GABOR_JITTER = 30  # deg, uniform: the paper's "varies by +-30" (Suppl C)
 
 
 def _gabor_arrays(seed, n_train_per_class, n_test_per_class):
-    """(x_train, y_train, offset_train, x_test, y_test, offset_test); offsets in degrees."""
+    """(x_train, y_train, params_train, x_test, y_test, params_test); params: {"offset" (deg),
+    "sigma" (envelope sd, px), "wavelength" (px)} per image."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
 
@@ -261,7 +262,8 @@ def _gabor_arrays(seed, n_train_per_class, n_test_per_class):
         x = np.full((n, 32, 32, 3), 128, np.uint8)
         x[np.arange(n), :, :, channel] = np.clip(np.rint(128 + 127 * g), 0, 255).astype(np.uint8)
         perm = rng.permutation(n)
-        return x[perm], y[perm].astype(np.int64), offset[perm]
+        params = {"offset": offset[perm], "sigma": sigma[perm, 0, 0], "wavelength": lam[perm, 0, 0]}
+        return x[perm], y[perm].astype(np.int64), params
 
     return (*draw(n_train_per_class), *draw(n_test_per_class))
 
@@ -278,13 +280,14 @@ def _gabor(seed=0, n_train_per_class=500, n_test_per_class=100, **_):
     return Dataset("gabor", xtr, ytr, xte, yte, classes, source=f"synthetic Gabor patches, seed {seed}")
 
 
-def gabor_offsets(seed=0, n_train_per_class=500, n_test_per_class=100):
-    """{"train": (n,), "test": (n,)}: each Gabor patch's orientation minus its class's base, in
-    degrees, in the order of ``load_dataset("gabor", seed=seed)``.  The bases are 45 deg apart
-    and the jitter +-30, so a patch with |offset| > 22.5 lies nearer another class's base (of
-    the same colour) than its own: about a quarter of them, which no classifier can place."""
-    _, _, otr, _, _, ote = _gabor_arrays(seed, n_train_per_class, n_test_per_class)
-    return {"train": otr, "test": ote}
+def gabor_parameters(seed=0, n_train_per_class=500, n_test_per_class=100):
+    """{"train": {...}, "test": {...}}: each Gabor patch's generating parameters, in the order of
+    ``load_dataset("gabor", seed=seed)``: "offset", its orientation minus its class's base
+    (deg, uniform in +-30); "sigma", the envelope's sd (px); "wavelength" (px).  Neighbouring
+    bases are 45 deg apart, so a patch with |offset| > 15 lies where two classes of one colour
+    overlap with equal density: the best classifier is right on half of those, 75% in all."""
+    _, _, ptr, _, _, pte = _gabor_arrays(seed, n_train_per_class, n_test_per_class)
+    return {"train": ptr, "test": pte}
 
 
 # --- text (paper §3, Fig 4a): Stack Overflow questions, one tag each -----------------------------

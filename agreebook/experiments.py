@@ -96,38 +96,52 @@ def informative_epochs(analysis, n_classes, margin=INFORMATIVE_MARGIN, ceiling=I
     return (acc > 1 / n_classes + margin) & (acc < ceiling)
 
 
+MIN_INFORMATIVE = 3  # informative epochs a verdict needs; fewer: "untestable"
+
+
 def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
     """("reproduced" | "partly" | "not reproduced" | "untestable", one sentence), from the data.
 
     The claim is the paper's: TP-agreement is bimodal (``paper_bimodal``, natural data, §3) or
     is not (§5: synthetic data, random labels), read at the informative epochs only (see
-    ``informative_epochs``).  "More bimodal" means below both nulls at level ``alpha``: the
-    paper's (each model's accuracy) and the class-matched one (each model's accuracy on every
-    class), which a shared class bias alone cannot beat.  A bimodal claim is reproduced when
-    every informative epoch is, partly when at least half are; a not-bimodal claim when none
-    is, partly when fewer than half are.  With E epochs each tested at ``alpha`` the chance of
-    one false "more bimodal" under the null is at most E * alpha (0.1 for 10 epochs at 0.01).
+    ``informative_epochs``; fewer than MIN_INFORMATIVE of them: untestable).  An epoch counts as
+    "more bimodal" when it is below both nulls at level ``alpha``: the paper's (each model's
+    accuracy) and the class-matched one (each model's accuracy on every class), which a shared
+    class bias alone cannot beat; the sentence gives the count under each null too.  With k of
+    n informative epochs more bimodal: a bimodal claim is reproduced when k = n, a not-bimodal
+    claim when k = 0; either is "partly" when k is on its side of n/2 or at it, and "not
+    reproduced" past it.  One-sided: a not-bimodal claim that holds says the collection is no
+    more bimodal than independent models, not that it resembles them (read the error
+    consistency for that).  With E epochs each tested at ``alpha`` the chance of one false
+    "more bimodal" under the null is at most E * alpha (0.1 for 10 epochs at 0.01).
     """
     a = analyze(record, split)
     keep = informative_epochs(a, record.n_classes)
-    sig = a.significant(alpha) & a.significant(alpha, "class")
+    paper, by_class = a.significant(alpha), a.significant(alpha, "class")
+    sig = paper & by_class
     ep = a.epochs
     lo, hi = 1 / record.n_classes + INFORMATIVE_MARGIN, INFORMATIVE_CEILING
-    if not keep.any():
-        return "untestable", (f"{split}: no recorded epoch has a mean accuracy between {lo:.2f} and {hi:.2f} "
-                              f"(it runs {a.accuracy_mean.min():.3f} to {a.accuracy_mean.max():.3f}), so the test "
-                              "has no power anywhere.")
-    k, n = int(sig[keep].sum()), int(keep.sum())
+    n = int(keep.sum())
+    if n < MIN_INFORMATIVE:
+        return "untestable", (f"{split}: {n} recorded epoch(s) have a mean accuracy between {lo:.2f} and {hi:.2f} "
+                              f"(the accuracy runs {a.accuracy_mean.min():.3f} to {a.accuracy_mean.max():.3f}); a "
+                              f"verdict needs {MIN_INFORMATIVE}.")
+    k = int(sig[keep].sum())
     if paper_bimodal:
         word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
     else:
-        word = "reproduced" if k == 0 else "partly" if 2 * k < n else "not reproduced"
-    i = int(np.flatnonzero(keep)[np.nanargmin(np.where(keep, a.bimodality, np.inf)[keep])])
+        word = "reproduced" if k == 0 else "partly" if 2 * k <= n else "not reproduced"
+    finite = keep & np.isfinite(a.bimodality)
+    where = ""
+    if finite.any():
+        i = int(np.flatnonzero(finite)[np.argmin(a.bimodality[finite])])
+        where = (f"; most bimodal at epoch {ep[i]}: {_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, "
+                 f"{_r(a.bimodality_ci[i][1])}] against {_r(a.null_bimodality[i])} (null) and "
+                 f"{_r(a.class_null_bimodality[i])} (class-matched)")
     return word, (f"{split}: more bimodal than both nulls (p < {alpha:g}) at {k} of the {n} informative epochs "
-                  f"(mean accuracy {lo:.2f}-{hi:.2f}: epochs {ep[keep].min()}-{ep[keep].max()}); "
-                  f"most bimodal at epoch {ep[i]}: {_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, "
-                  f"{_r(a.bimodality_ci[i][1])}] against {_r(a.null_bimodality[i])} (null) and "
-                  f"{_r(a.class_null_bimodality[i])} (class-matched). The paper's claim, "
+                  f"(mean accuracy {lo:.2f}-{hi:.2f}: epochs {ep[keep].min()}-{ep[keep].max()}; "
+                  f"{int(paper[keep].sum())} against the paper's null alone, {int(by_class[keep].sum())} against "
+                  f"the class-matched one){where}. The paper's claim, "
                   f"{'bimodal' if paper_bimodal else 'not bimodal'}: {word}.")
 
 
@@ -358,56 +372,118 @@ def minimum_bimodality_table(results, splits=("train", "test"), alpha=ALPHA):
     return pd.DataFrame(rows).set_index(["collection", "split"])
 
 
-def subset_record(record, split, keep):
-    """The record restricted to ``split``'s examples where ``keep`` (n_examples,) bool is True;
-    the class count is kept, so its nulls are those of the full problem."""
-    from .record import Record
-    keep = np.asarray(keep, bool)
-    return Record({split: record.predictions[split][:, :, keep]}, {split: record.labels[split][keep]},
-                  record.epochs, meta={**record.meta, "n_classes": record.n_classes})
+def difficulty_null_table(record, split, strata, alpha=ALPHA):
+    """Does a difficulty the data carry explain the bimodality?  Chapter 5's test for the
+    synthetic sets, whose generator knows how hard each example is.
 
-
-GABOR_AMBIGUOUS = 22.5  # deg: half the 45 deg between base orientations
-
-
-def gabor_ambiguity_table(record, split="test", alpha=ALPHA):
-    """Chapter 5's test of why Gabor patches come out bimodal: is it the patches whose
-    orientation lies nearer another class's base (data.gabor_offsets), which no classifier can
-    place, or a shared order among the patches every classifier could learn?
-
-    One row per group (all patches, |offset| <= 22.5, |offset| > 22.5): the examples, the
-    epochs at which the group's TP-agreement is more bimodal than both nulls, the most
-    bimodal epoch's bimodality with its interval against the nulls, and the mean TP-agreement
-    at the last epoch.  Also ``attrs["spearman"]``: accessibility against |offset| with its
-    interval (the ambiguous patches should be the least accessible)."""
+    strata: {name: (n_examples,) int}, examples grouped by that difficulty (and class).  Per
+    recorded epoch: accuracy, the observed bimodality with its interval, the paper's null, the
+    class-matched null, and for each strata the null of independent models that keep every
+    model's accuracy on every stratum (metrics.null_tp_agreement_by_group) with its p-value.
+    A collection whose models agree only through the difficulty matches that null; models that
+    share an order beyond it still beat it.  Strata of a few examples each absorb order too
+    (each model keeps one accuracy per stratum), so the test is conservative."""
     import pandas as pd
-    from .data import gabor_offsets
+    from .analysis import N_NULL_DRAWS
+    a = analyze(record, split)
+    preds, labels = record.predictions[split], record.labels[split]
+    tpa, acc = record.tp_agreement(split), record.accuracies(split)
+    table = {"epoch": a.epochs, "accuracy": a.accuracy_mean, "bimodality": a.bimodality,
+             "bimodality 95% CI": _ci_text(a.bimodality_ci), "null": a.null_bimodality,
+             "class null": a.class_null_bimodality}
+    for name, groups in strata.items():
+        t = M.bimodality_test(tpa, acc, n_draws=N_NULL_DRAWS, seed=a.seed,
+                              null_pmf=M.null_tp_agreement_by_group(preds, labels, groups))
+        table[f"null: {name}"] = t["null"]
+        table[f"p ({N_NULL_DRAWS} draws): {name}"] = _p_text(t["p_value"], N_NULL_DRAWS)
+        table[f"below it (p<{alpha:g}): {name}"] = (t["p_value"] < alpha) & (t["observed"] < t["null"])
+    return pd.DataFrame(table).set_index("epoch")
+
+
+def difficulty_profile(record, split, score, edges, epochs=(-1,)):
+    """Mean TP-agreement of the examples in each bin of a per-example difficulty ``score``,
+    at the recorded epochs given by index: where the models put the boundary.  Rows: bins."""
+    import pandas as pd
+    score = np.asarray(score, float)
+    tpa = record.tp_agreement(split)
+    b = np.clip(np.digitize(score, edges[1:-1]), 0, len(edges) - 2)
+    rows = {}
+    for i in range(len(edges) - 1):
+        keep = b == i
+        rows[f"{edges[i]:g} to {edges[i + 1]:g}"] = {
+            "examples": int(keep.sum()),
+            **{f"mean TPa, epoch {record.epochs[e]}": (tpa[e, keep].mean() if keep.any() else np.nan) for e in epochs}}
+    return pd.DataFrame(rows).T
+
+
+def _record_rows(record, split, n_generated):
+    rows = (record.meta.get("subset") or {}).get(f"{split}_indices")
+    rows = np.arange(n_generated) if rows is None else np.asarray(rows)
+    if len(rows) != len(record.labels[split]):
+        raise ValueError(f"the record's {split} split has {len(record.labels[split])} examples, the generator "
+                         f"{n_generated}: a record of other data")
+    return rows
+
+
+GABOR_OVERLAP = 15.0  # deg: a class spans base +-30, neighbours are 45 apart, so |offset| > 15 is shared
+
+
+def gabor_parameters_of(record, split="test"):
+    """data.gabor_parameters for the examples of a Gabor record's split, in its order."""
+    from .data import gabor_parameters
     cfg = record.meta.get("config") or {}
     if record.meta.get("dataset") != "gabor" or "data_seed" not in cfg:
-        raise ValueError("gabor_ambiguity_table needs a record trained on the gabor dataset by agreebook")
-    offsets = gabor_offsets(int(cfg["data_seed"]))[split]
-    rows = (record.meta.get("subset") or {}).get(f"{split}_indices")
-    if rows is not None:
-        offsets = offsets[np.asarray(rows)]
-    if len(offsets) != len(record.labels[split]):
-        raise ValueError(f"the record's {split} split has {len(record.labels[split])} examples, the generator "
-                         f"{len(offsets)}: a record of another Gabor size")
-    far = np.abs(offsets) > GABOR_AMBIGUOUS
-    out = []
-    for name, keep in (("all patches", np.ones_like(far)), (f"|offset| <= {GABOR_AMBIGUOUS:g} deg", ~far),
-                       (f"|offset| > {GABOR_AMBIGUOUS:g} deg (nearer another class)", far)):
-        a = analyze(subset_record(record, split, keep), split)
-        sig = a.significant(alpha) & a.significant(alpha, "class")
-        i = a.most_bimodal
-        out.append({"patches": name, "examples": int(keep.sum()),
-                    f"epochs below both nulls (p<{alpha:g})": f"{int(sig.sum())}/{len(sig)}",
-                    "min bimodality": a.bimodality[i], "95% CI": _ci_text(a.bimodality_ci[i:i + 1])[0],
-                    "at epoch": int(a.epochs[i]), "null": a.null_bimodality[i],
-                    "class null": a.class_null_bimodality[i], "mean TPa, last epoch": a.tp_agreement_mean[-1]})
-    table = pd.DataFrame(out).set_index("patches")
-    acc = M.accessibility(record.tp_agreement(split))
-    table.attrs["spearman"] = S.correlation(np.abs(offsets), acc)
-    return table
+        raise ValueError("needs a record trained on the gabor dataset by agreebook")
+    params = gabor_parameters(int(cfg["data_seed"]))[split]
+    rows = _record_rows(record, split, len(params["offset"]))
+    return {k: v[rows] for k, v in params.items()}
+
+
+def gabor_strata(record, split="test", width=5.0, cycles=False):
+    """Strata of a Gabor record's examples: class x |orientation offset| in bins of ``width``
+    deg; with ``cycles`` also x above / below the median envelope-to-wavelength ratio (how many
+    stripes the patch shows, so how visible its orientation is)."""
+    p = gabor_parameters_of(record, split)
+    n_bins = int(np.ceil(30 / width))
+    out = record.labels[split] * n_bins + np.minimum((np.abs(p["offset"]) // width).astype(np.int64), n_bins - 1)
+    if cycles:
+        ratio = p["sigma"] / p["wavelength"]
+        out = out * 2 + (ratio > np.median(ratio))
+    return out
+
+
+def gaussian_margins(record, split="test", data_root=None, direction="bayes"):
+    """Each example's signed distance from a linear boundary of the two-Gaussian task, in
+    standard deviations: positive where that boundary puts it on its class's side.
+
+    direction "bayes": the best possible classifier's, along the true mean difference,
+    (mean z - shift / 2) * sqrt(3072), from the stored images (128 + 32 z, data._gaussian), so
+    rounding included.  "sample": the plug-in classifier of the record's own training set,
+    along its two class means' difference and through their midpoint: what every member of the
+    collection sees, with the training sample's noise in it."""
+    from .data import GAUSSIAN_SHIFTS
+    name = record.meta.get("dataset")
+    if name not in GAUSSIAN_SHIFTS:
+        raise ValueError(f"gaussian_margins needs a record of a Gaussian set ({', '.join(GAUSSIAN_SHIFTS)}); got {name}")
+    if direction not in ("bayes", "sample"):
+        raise ValueError(f"direction must be 'bayes' or 'sample'; got {direction!r}")
+    z = (record_images(record, split, data_root).reshape(len(record.labels[split]), -1).astype(np.float64) - 128) / 32
+    if direction == "bayes":
+        m = (z.mean(1) - GAUSSIAN_SHIFTS[name] / 2) * np.sqrt(z.shape[1])
+    else:
+        zt = (record_images(record, "train", data_root).reshape(len(record.labels["train"]), -1)
+              .astype(np.float64) - 128) / 32
+        yt = record.labels["train"]
+        mu0, mu1 = zt[yt == 0].mean(0), zt[yt == 1].mean(0)
+        w = (mu1 - mu0) / np.linalg.norm(mu1 - mu0)
+        m = (z - (mu0 + mu1) / 2) @ w
+    return np.where(record.labels[split] == 1, m, -m)
+
+
+def gaussian_strata(margins, labels, n_bins=10):
+    """Strata of a Gaussian record's examples: class x deciles (``n_bins``) of a margin."""
+    edges = np.quantile(margins, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.asarray(labels) * n_bins + np.digitize(margins, edges)
 
 
 def record_images(record, split, data_root=None):

@@ -300,24 +300,61 @@ def null_tp_agreement(accuracy):
     return pmf
 
 
+def group_accuracies(predictions, labels, groups, n_groups=None):
+    """Each model's accuracy on each group of examples: (n_models, n_epochs, n_groups).
+
+    groups: (n_examples,) int in [0, n_groups), e.g. the labels (then it is each class's
+    recall) or strata of a known difficulty.  NaN for a group without examples.
+    """
+    preds, labels = _check_predictions(predictions, labels)
+    groups = np.asarray(groups)
+    if groups.shape != labels.shape or groups.dtype.kind not in "iu" or (groups.size and groups.min() < 0):
+        raise ValueError(f"groups must be ({len(labels)},) non-negative integers; got {groups.shape} {groups.dtype}")
+    n_groups = int(groups.max()) + 1 if n_groups is None else n_groups
+    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    # one weighted bincount per (model, epoch) row: a pass per group was O(groups x examples)
+    hits = np.stack(parallel_map(lambda row: np.bincount(groups, weights=row == labels, minlength=n_groups),
+                                 preds.reshape(-1, preds.shape[2])))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = hits / counts
+    out[:, counts == 0] = np.nan
+    return out.reshape(*preds.shape[:2], n_groups)
+
+
 def class_accuracies(predictions, labels, n_classes=None):
     """Each model's accuracy on each class (its recall): (n_models, n_epochs, n_classes).
 
     NaN for a class without examples.  predictions: (n_models, n_epochs, n_examples).
     """
+    labels = np.asarray(labels)
+    return group_accuracies(predictions, labels, labels, n_classes)
+
+
+def null_tp_agreement_by_group(predictions, labels, groups):
+    """Null distribution of TP-agreement for independent classifiers that keep each model's
+    accuracy on every group of examples: (n_epochs, n_models + 1).
+
+    An example of group g is right for model m independently with m's accuracy on g, and the
+    distribution is the mixture over groups of those Poisson-binomials, weighted by the groups'
+    shares of the examples.  With the classes as groups it is ``null_tp_agreement_by_class``;
+    with strata of a difficulty the data carry (chapter 5: a Gabor patch's orientation offset,
+    a Gaussian point's Bayes margin) it is the null of models that agree on nothing beyond it.
+    Fine strata absorb order as well as difficulty: with g groups of n/g examples it keeps
+    g accuracies per model.
+    """
     preds, labels = _check_predictions(predictions, labels)
-    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    # one weighted bincount per (model, epoch) row: a pass per class was O(classes x examples)
-    hits = np.stack(parallel_map(lambda row: np.bincount(labels, weights=row == labels, minlength=n_classes),
-                                 preds.reshape(-1, preds.shape[2])))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = hits / counts
-    out[:, counts == 0] = np.nan
-    return out.reshape(*preds.shape[:2], n_classes)
+    groups = np.asarray(groups)
+    acc = group_accuracies(preds, labels, groups)
+    counts = np.bincount(groups, minlength=acc.shape[2])
+    present = np.flatnonzero(counts)
+    n_models, n_epochs = preds.shape[:2]
+    # every (epoch, group) Poisson-binomial in one pass: (n_epochs * n_present, n_models + 1)
+    per_group = null_tp_agreement(acc[:, :, present].reshape(n_models, -1))
+    per_group = per_group.reshape(n_epochs, len(present), n_models + 1)
+    return np.einsum("c,eck->ek", counts[present] / counts.sum(), per_group)
 
 
-def null_tp_agreement_by_class(predictions, labels, n_classes=None):
+def null_tp_agreement_by_class(predictions, labels):
     """Null distribution of TP-agreement for independent classifiers that keep each model's
     accuracy on every class: (n_epochs, n_models + 1).
 
@@ -326,17 +363,10 @@ def null_tp_agreement_by_class(predictions, labels, n_classes=None):
     TP-agreement sits at 0 and 1 without the models sharing any order of the examples.  Here
     an example of class c is right for model m independently with m's recall on c, and the
     distribution is the mixture over classes of those Poisson-binomials, weighted by the
-    classes' shares of the examples.
+    classes' shares of the examples (``null_tp_agreement_by_group`` with the labels as groups).
     """
-    preds, labels = _check_predictions(predictions, labels)
-    recall = class_accuracies(preds, labels, n_classes)
-    counts = np.bincount(labels, minlength=recall.shape[2])
-    present = np.flatnonzero(counts)
-    n_models, n_epochs = preds.shape[:2]
-    # every (epoch, class) Poisson-binomial in one pass: (n_epochs * n_present, n_models + 1)
-    per_class = null_tp_agreement(recall[:, :, present].reshape(n_models, -1))
-    per_class = per_class.reshape(n_epochs, len(present), n_models + 1)
-    return np.einsum("c,eck->ek", counts[present] / counts.sum(), per_class)
+    labels = np.asarray(labels)
+    return null_tp_agreement_by_group(predictions, labels, labels)
 
 
 def null_bimodality(accuracy):

@@ -196,4 +196,30 @@ def test_claim_verdict_reads_the_informative_epochs_against_both_nulls():
     assert X.claim_verdict(rec(right_indep), "test", paper_bimodal=False)[0] == "reproduced"
     assert X.claim_verdict(rec(right_indep), "test", paper_bimodal=True)[0] == "not reproduced"
     word, text = X.claim_verdict(rec(right_ceiling), "test", paper_bimodal=False)
-    assert word == "untestable" and "no power" in text
+    assert word == "untestable" and "0 recorded epoch(s)" in text
+
+
+def test_synthetic_difficulties_from_the_generators():
+    from scipy.stats import norm
+    from agreebook.data import load_dataset
+    cfg = TrainConfig(dataset="gaussian_0.05", arch="fc", n_models=2, epochs=(1,)).validate().resolved()
+    ds = load_dataset("gaussian_0.05", seed=cfg.data_seed)
+    meta = {"dataset": "gaussian_0.05", "config": cfg.to_dict(), "n_classes": 2}
+    y = {"train": ds.y_train, "test": ds.y_test}
+    rec = Record({s: np.zeros((2, 1, len(v)), np.int16) for s, v in y.items()}, y, (1,), meta=meta)
+    bayes = X.gaussian_margins(rec, "test")
+    # the best classifier's accuracy, Phi(0.05 sqrt(3072) / 2) = 0.917, within 3 sd of 1000 draws
+    assert abs((bayes > 0).mean() - norm.cdf(0.05 * np.sqrt(3072) / 2)) < 3 * np.sqrt(0.917 * 0.083 / 1000)
+    sample = X.gaussian_margins(rec, "test", direction="sample")
+    assert 0.75 < (sample > 0).mean() < (bayes > 0).mean() + 0.02  # the plug-in is no better than Bayes
+    strata = X.gaussian_strata(bayes, y["test"])
+    assert strata.min() == 0 and strata.max() == 19 and np.bincount(strata).min() > 20
+    # Gabor: every patch's offset in +-30 deg, a quarter of them past 22.5, half past 15
+    cfg = TrainConfig(dataset="gabor", arch="small_st_vgg", n_models=2, epochs=(1,)).validate().resolved()
+    ds = load_dataset("gabor", seed=cfg.data_seed)
+    rec = Record({"test": np.zeros((2, 1, len(ds.y_test)), np.int16)}, {"test": ds.y_test}, (1,),
+                 meta={"dataset": "gabor", "config": cfg.to_dict(), "n_classes": 12})
+    off = X.gabor_parameters_of(rec)["offset"]
+    assert np.abs(off).max() <= 30 and abs(np.mean(np.abs(off) > 15) - 0.5) < 0.05
+    s = X.gabor_strata(rec, width=7.5, cycles=True)
+    assert s.max() < 12 * 4 * 2 and len(np.unique(s)) > 80

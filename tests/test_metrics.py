@@ -284,5 +284,29 @@ def test_class_null_skips_a_class_without_examples_and_mixes_by_class_share():
     assert np.isnan(recall[:, :, 1]).all()
     a, b = 2 / 3, 1 / 3  # class 0: Poisson-binomial of (2/3, 1/3); class 2: (1, 0) -> exactly 1 right
     class0 = [(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b]
-    np.testing.assert_allclose(M.null_tp_agreement_by_class(preds, labels, n_classes=3)[0],
+    np.testing.assert_allclose(M.null_tp_agreement_by_class(preds, labels)[0],
                                0.75 * np.array(class0) + 0.25 * np.array([0, 1, 0]))
+
+
+def test_group_null_absorbs_a_known_difficulty_but_not_a_shared_order():
+    rng = np.random.default_rng(3)
+    n_models, n = 10, 2000
+    labels = np.zeros(n, np.int64)
+    stratum = np.repeat([0, 1], n // 2)  # an easy and a hard half of the data
+    p = np.where(stratum == 0, 0.9, 0.2)
+    # independent models, right with the stratum's probability: a shared *difficulty* only
+    indep = rng.random((n_models, 1, n)) < p
+    # models that share an order within each stratum too: one latent draw for all of them
+    shared = np.broadcast_to(rng.random(n) < p, (n_models, 1, n))
+    for right, beats_group_null in ((indep, False), (shared, True)):
+        preds = np.where(right, labels, 1).astype(np.int16)
+        tpa = M.tp_agreement(preds, labels)
+        acc = M.accuracies(preds, labels)
+        by_class = M.bimodality_test(tpa, acc, seed=0, null_pmf=M.null_tp_agreement_by_class(preds, labels))
+        by_group = M.bimodality_test(tpa, acc, seed=0, null_pmf=M.null_tp_agreement_by_group(preds, labels, stratum))
+        assert by_class["p_value"][0] < 0.01  # one class: the class null cannot see the strata
+        assert (by_group["p_value"][0] < 0.01) == beats_group_null
+    # the class null is the group null with the labels as groups
+    preds = rng.integers(0, 3, (4, 2, 300)).astype(np.int16)
+    y = rng.integers(0, 3, 300)
+    np.testing.assert_allclose(M.null_tp_agreement_by_class(preds, y), M.null_tp_agreement_by_group(preds, y, y))
