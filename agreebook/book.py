@@ -43,8 +43,15 @@ PRESET_TYPES = {
     "test_size": (int, type(None)),
     "sweep_models": int,  # §3.2: N of each robustness-sweep collection
     "sweep_epochs": tuple,
-    "n_partitions": int,  # §3.3: disjoint parts of the training set, a collection on each
+    # §3.3 (Fig 24): the training set cut into parts of partition_size, a collection on each of
+    # the first partitions_trained, all tested on one test set
+    "partition_dataset": str,  # "" = the chapter's; the paper's Fig 24 is Fashion-MNIST
+    "partition_arch": str,  # "" = the dataset's architecture at this scale
+    "partition_size": int,
+    "partitions_trained": int,
     "partition_models": int,
+    "partition_epochs": tuple,
+    "partition_test_size": (int, type(None)),
     "adaboost_learners": int,  # §6: boosting stages
     "other_arch": str,  # §4: the second architecture set against the chapter's
     "linear_pair": tuple,  # §4.2: (a net, its linear twin)
@@ -59,7 +66,9 @@ PRESET_TYPES = {
 
 SCALES = {
     "smoke": dict(dataset="digits", arch="", n_models=3, epochs=(1, 2, 4), train_size=300, test_size=150,
-                  sweep_models=2, sweep_epochs=(1, 2), n_partitions=2, partition_models=2,
+                  sweep_models=2, sweep_epochs=(1, 2), partition_dataset="", partition_arch="",
+                  partition_size=150, partitions_trained=2, partition_models=2, partition_epochs=(1, 2, 4),
+                  partition_test_size=150,
                   adaboost_learners=20, other_arch="fc",
                   linear_pair=("small_st_vgg", "linear_small_st_vgg"),
                   gaussian_sets=("gaussian_0.05",), synthetic_sizes=(300, 150), synthetic_epochs=(1, 2, 4),
@@ -69,7 +78,12 @@ SCALES = {
     # epoch (near chance) to convergence, densely early where the order forms.
     "cpu": dict(dataset="cifar10_animals", arch="", n_models=10, epochs=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
                 train_size=2500, test_size=1000,
-                sweep_models=6, sweep_epochs=(1, 2, 4, 8), n_partitions=2, partition_models=8,
+                sweep_models=6, sweep_epochs=(1, 2, 4, 8),
+                # Fig 24: st-VGG on parts of 1000 Fashion-MNIST images, here the small st-VGG on
+                # 5 of the 60 parts, tested on 2000 of the test images
+                partition_dataset="fashion_mnist", partition_arch="small_st_vgg", partition_size=1000,
+                partitions_trained=5, partition_models=6, partition_epochs=(1, 2, 4, 8, 16, 24, 32),
+                partition_test_size=2000,
                 adaboost_learners=100, other_arch="fc",
                 # measured on digits (the earlier cpu set): st-VGG and its linear twin stayed at
                 # chance for 16 epochs at lr 0.05, the small pair learned (93% / 85%); not yet
@@ -85,7 +99,9 @@ SCALES = {
                 random_label_models=8, random_label_epochs=(1, 2, 4, 8, 16, 24, 32, 48, 64, 80)),
     "paper": dict(dataset="small_mammals", arch="", n_models=100, epochs=(1, 2, 4, 8, 16, 32, 64, 128), train_size=None,
                   test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
-                  n_partitions=2, partition_models=100, adaboost_learners=100, other_arch="resnet18",
+                  partition_dataset="fashion_mnist", partition_arch="st_vgg", partition_size=1000,
+                  partitions_trained=60, partition_models=100, partition_epochs=(1, 5, 10, 20, 30, 40),
+                  partition_test_size=None, adaboost_learners=100, other_arch="resnet18",
                   linear_pair=("st_vgg", "linear_st_vgg"),
                   gaussian_sets=tuple(GAUSSIAN_SHIFTS), synthetic_sizes=(None, None),
                   synthetic_epochs=(1, 2, 4, 8, 16, 32, 64, 128), gabor_sizes=(1200, 1200),
@@ -225,6 +241,26 @@ class Chapter:
         out.append((f"{self.dataset}, random labels", "train", self, self.config(
             random_labels=True, n_models=s["random_label_models"], epochs=s["random_label_epochs"], **nodrop)))
         return out
+
+    def partitions(self):
+        """§3.3's collections on disjoint parts of one training set, as [(Chapter, config)].
+
+        The preset's partition dataset on the preset's own dataset (Fashion-MNIST at cpu scale,
+        the paper's Fig 24), the chapter's dataset when the reader names another; the whole
+        training set cut into parts of ``partition_size``, the first ``partitions_trained``
+        trained, all tested on the same ``partition_test_size`` test examples."""
+        s = self.sizes
+        name = s["partition_dataset"] if s["partition_dataset"] and self.dataset == s["dataset"] else self.dataset
+        c = self.for_dataset(name)
+        if s["partition_arch"] and not c.arch_given and fits(s["partition_arch"], name):
+            c = dataclasses.replace(c, arch=s["partition_arch"])
+        n_train, _ = dataset_sizes(name, self.data_root)
+        k = n_train // s["partition_size"]
+        if k < 2:
+            raise BookError(f"{name} has {n_train} training examples: too few for parts of {s['partition_size']}")
+        return [(c, c.config(train_size=None, test_size=s["partition_test_size"], n_models=s["partition_models"],
+                             epochs=s["partition_epochs"], n_partitions=k, partition=i))
+                for i in range(min(s["partitions_trained"], k))]
 
     def member_model(self, cfg=None, member=0):
         """A trained network of ``cfg`` (default: the main collection), kept in its run folder:

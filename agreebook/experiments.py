@@ -259,6 +259,29 @@ def correlation_table(results, split="test"):
     return pd.DataFrame(rows).set_index("pair")
 
 
+def correlation_matrix(results, split="test"):
+    """§3.3 (Fig 24): accessibility correlations among k collections tested on the same
+    examples, against their noise ceilings.
+
+    results: [(label, record)].  Returns a dict: ``labels``; ``spearman`` (k, k), Spearman's rho
+    of each pair's accessibility, with each collection's split-half reliability (Spearman-Brown
+    corrected) on the diagonal; ``ci`` (k, k, 2) the pairs' 95% bootstrap intervals (NaN on the
+    diagonal); ``ceiling`` (k, k) sqrt(rel_i rel_j), the correlation two collections of these
+    reliabilities would show if they ranked the examples identically."""
+    labels = [label for label, _ in results]
+    acc = [M.accessibility(rec.tp_agreement(split)) for _, rec in results]
+    rel = np.array([analyze(rec, split).reliability for _, rec in results])
+    k = len(results)
+    rho, ci = np.diag(rel).astype(float), np.full((k, k, 2), np.nan)
+    for i in range(k):
+        for j in range(i + 1, k):
+            c = S.correlation(acc[i], acc[j])
+            rho[i, j] = rho[j, i] = c["spearman"]
+            ci[i, j] = ci[j, i] = c["spearman_ci"]
+    ceiling = np.sqrt(np.outer(np.clip(rel, 0, None), np.clip(rel, 0, None)))
+    return {"labels": labels, "spearman": rho, "ci": ci, "ceiling": ceiling}
+
+
 def tp_agreement_correlations(a, b, split="test", epochs=None):
     """Two collections' TP-agreement on the same examples, correlated per recorded epoch index:
     a table of Pearson r and Spearman rho with 95% bootstrap intervals (stats.correlation),

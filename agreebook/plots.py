@@ -264,6 +264,27 @@ def accessibility_scatter(a, b, label_a, label_b, title, corr=None):
     return fig
 
 
+def correlation_matrix(m, title):
+    """Accessibility correlations among collections (experiments.correlation_matrix): each
+    pair's Spearman rho over its noise ceiling, the reliabilities on the diagonal."""
+    plt = _plt()
+    k = len(m["labels"])
+    fig, ax = plt.subplots(figsize=(1.3 * k + 2.2, 1.1 * k + 1.6))
+    im = ax.imshow(m["spearman"], vmin=0, vmax=1, cmap="viridis")
+    for i in range(k):
+        for j in range(k):
+            v = m["spearman"][i, j]
+            text = f"{v:.2f}\nrel." if i == j else f"{v:.2f}\n/{m['ceiling'][i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+    ax.set_xticks(range(k), m["labels"], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(k), m["labels"], fontsize=8)
+    fig.colorbar(im, ax=ax, label="Spearman rho of accessibility")
+    ax.set_title(_wrap(title + " (off the diagonal: rho / noise ceiling; on it: split-half reliability)",
+                       1.3 * k + 2.2), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def bimodality_examples():
     """Pearson bimodality of reference distributions on [0, 1] (chapter 2)."""
     plt = _plt()
