@@ -60,6 +60,7 @@ class SplitAnalysis:
     n_null_draws: int = N_NULL_DRAWS
     resampled: str = "examples"
     seed: int = 0
+    caption: str = ""  # what a figure's title says about the record (``caption``)
 
     @property
     def accuracy_mean(self):
@@ -99,6 +100,25 @@ class SplitAnalysis:
                    ci_method=f"percentile bootstrap, {self.n_boot} draws resampling {self.resampled} "
                              f"(models held fixed), level {self.level}")
         return out
+
+
+def _epochs_text(epochs):
+    e = [int(x) for x in epochs]
+    if len(e) > 2 and e == list(range(e[0], e[-1] + 1)):
+        return f"epochs {e[0]}-{e[-1]}"
+    return "epochs " + ",".join(str(x) for x in e)
+
+
+def caption(record, split=None, scale=None):
+    """dataset, architecture, N, recorded epochs, split (examples) and scale, for a title."""
+    m = record.meta
+    parts = [f"{m.get('dataset', '?')}", f"{m.get('arch', '?')}", f"N={record.n_models}",
+             _epochs_text(record.epochs)]
+    if split:
+        parts.append(f"{split} ({record.predictions[split].shape[2]} examples)")
+    if scale or m.get("scale"):
+        parts.append(f"scale {scale or m.get('scale')}")
+    return ", ".join(parts)
 
 
 def _plain(v):
@@ -171,4 +191,4 @@ def _analyze(record, split, seed, n_boot, level, models_needed):
         needed_bimodality=need["bimodality"], needed_null_bimodality=need["null_bimodality"],
         needed_bimodality_ci=need["bimodality_ci"], needed_bimodality_range=need["bimodality_range"],
         reliability_reached_at=S.reliability_reached(need, RELIABILITY_TARGET) if models_needed else None,
-        level=level, n_boot=n_boot, seed=seed)
+        level=level, n_boot=n_boot, seed=seed, caption=caption(record, split))

@@ -19,39 +19,19 @@ def _wrap(title, inches, fontsize=9):
     return "\n".join(textwrap.wrap(title, max(20, int(inches * 130 / fontsize))))
 
 
-def _epochs_text(epochs):
-    e = [int(x) for x in epochs]
-    if len(e) > 2 and e == list(range(e[0], e[-1] + 1)):
-        return f"epochs {e[0]}-{e[-1]}"
-    return "epochs " + ",".join(str(x) for x in e)
+from .analysis import caption  # noqa: F401  (figure titles; notebooks call plots.caption)
 
 
-def caption(record, split=None, scale=None):
-    """dataset, architecture, N, recorded epochs, split (examples) and scale, for a title."""
-    m = record.meta
-    parts = [f"{m.get('dataset', '?')}", f"{m.get('arch', '?')}", f"N={record.n_models}",
-             _epochs_text(record.epochs)]
-    if split:
-        parts.append(f"{split} ({record.predictions[split].shape[2]} examples)")
-    if scale or m.get("scale"):
-        parts.append(f"scale {scale or m.get('scale')}")
-    return ", ".join(parts)
-
-
-def _analysis(record, split):
-    """The record's analysis (computed once per record, cached): figures draw what it holds."""
-    from .analysis import analyze
-    return analyze(record, split)
-
-
-def tp_agreement_histograms(record, split, scale=None, epochs=None):
+def tp_agreement_histograms(analysis, epochs=None):
     """TP-agreement histogram per recorded epoch, the exact null's pmf overlaid (Fig 3a).
 
-    epochs: indices of the recorded epochs to show (default all)."""
+    analysis: ``analysis.analyze(record, split)``; epochs: indices of the recorded epochs to
+    show (default all)."""
     plt = _plt()
-    a = _analysis(record, split)
-    sel = list(range(record.n_epochs)) if epochs is None else [e % record.n_epochs for e in epochs]
-    n = record.n_models
+    a = analysis
+    n_epochs = len(a.epochs)
+    sel = list(range(n_epochs)) if epochs is None else [e % n_epochs for e in epochs]
+    n = a.n_models
     counts, pmf = a.tp_agreement_hist[sel], a.null_pmf[sel]
     b_obs, b_ci, b_null = a.bimodality[sel], a.bimodality_ci[sel], a.null_bimodality[sel]
     k = len(sel)
@@ -66,32 +46,33 @@ def tp_agreement_histograms(record, split, scale=None, epochs=None):
         frac = counts[i] / counts[i].sum()
         ax.bar(x, frac, width=0.8 / n, color="tab:blue", label="observed")
         ax.plot(x, pmf[i], "o-", color="tab:red", ms=2.5, lw=1, label="null")
-        ax.set_title(f"epoch {record.epochs[sel[i]]}: bimodality {b_obs[i]:.2f} "
+        ax.set_title(f"epoch {a.epochs[sel[i]]}: bimodality {b_obs[i]:.2f} "
                      f"[{b_ci[i, 0]:.2f}, {b_ci[i, 1]:.2f}]\nnull {b_null[i]:.2f}", fontsize=8)
         ax.set_xlabel("TP-agreement")
         if i % cols == 0:
             ax.set_ylabel("fraction of examples")
-    return _finish_grid(fig, axes, f"TP-agreement per epoch, null overlaid - {caption(record, split, scale)}")
+    return _finish_grid(fig, axes, f"TP-agreement per epoch, null overlaid - {a.caption}")
 
 
-def tp_agreement_map(record, split, scale=None):
-    """Epoch x TP-agreement map, observed beside the null (Fig 3b/4): colour = fraction of examples."""
+def tp_agreement_map(analysis):
+    """Epoch x TP-agreement map, observed beside the null (Fig 3b/4): colour = fraction of
+    examples.  analysis: ``analysis.analyze(record, split)``."""
     plt = _plt()
-    a = _analysis(record, split)
-    n = record.n_models
+    a = analysis
+    n = a.n_models
     obs = a.tp_agreement_hist / a.tp_agreement_hist.sum(1, keepdims=True)
     null = a.null_pmf
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     vmax = max(obs.max(), null.max())
     for ax, data, title in zip(axes, (obs, null), ("observed", "null (independent classifiers)")):
         im = ax.imshow(data.T, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=vmax,
-                       extent=(-0.5, len(record.epochs) - 0.5, -0.5 / n, 1 + 0.5 / n))
-        ax.set_xticks(range(len(record.epochs)), [str(e) for e in record.epochs])
+                       extent=(-0.5, len(a.epochs) - 0.5, -0.5 / n, 1 + 0.5 / n))
+        ax.set_xticks(range(len(a.epochs)), [str(e) for e in a.epochs])
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("TP-agreement")
     fig.colorbar(im, ax=axes, label="fraction of examples")
-    fig.suptitle(f"TP-agreement over training - {caption(record, split, scale)}", fontsize=10)
+    fig.suptitle(_wrap(f"TP-agreement over training - {a.caption}", 9, 10), fontsize=10)
     return fig
 
 
@@ -137,17 +118,18 @@ def models_needed(analysis, title):
     return fig
 
 
-def save_report_figures(record, directory, scale=None):
-    """Write the per-epoch histograms and the map for each split as PNGs; returns the paths."""
+def save_report_figures(record, directory):
+    """Write the per-epoch histograms, the map and the models-needed figure for each split as
+    PNGs; returns the paths."""
     from pathlib import Path
+    from .analysis import analyze
     from .io import _atomic
     plt = _plt()
     paths = []
     for split in record.labelled_splits:
-        from .analysis import analyze
-        needed = lambda rec, sp, sc: models_needed(analyze(rec, sp), f"How many models - {caption(rec, sp, sc)}")
-        for name, fn in zip(REPORT_FIGURES, (tp_agreement_histograms, tp_agreement_map, needed)):
-            fig = fn(record, split, scale)
+        a = analyze(record, split)
+        figures = (tp_agreement_histograms(a), tp_agreement_map(a), models_needed(a, f"How many models - {a.caption}"))
+        for name, fig in zip(REPORT_FIGURES, figures):
             path = Path(directory) / f"{name}_{split}.png"
             _atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
             plt.close(fig)
@@ -170,13 +152,14 @@ def _finish_grid(fig, axes, title):
     return fig
 
 
-def agreement_histograms(record, split, scale=None):
-    """Agreement histogram per recorded epoch, the matched-accuracy null overlaid (Fig 5)."""
+def agreement_histograms(analysis):
+    """Agreement histogram per recorded epoch, the matched-accuracy null overlaid (Fig 5).
+    analysis: ``analysis.analyze(record, split)``."""
     plt = _plt()
-    a = _analysis(record, split)
-    n = record.n_models
+    a = analysis
+    n = a.n_models
     obs, null = a.agreement_hist, a.null_agreement_hist
-    k = record.n_epochs
+    k = len(a.epochs)
     cols = min(k, 4)
     rows = -(-k // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
@@ -185,10 +168,10 @@ def agreement_histograms(record, split, scale=None):
             ax.axis("off")
             continue
         _agreement_bars(ax, obs[i], null[i], n)
-        ax.set_title(f"epoch {record.epochs[i]}", fontsize=9)
+        ax.set_title(f"epoch {a.epochs[i]}", fontsize=9)
         if i % cols == 0:
             ax.set_ylabel("fraction of examples")
-    return _finish_grid(fig, axes, f"Agreement per epoch, null overlaid - {caption(record, split, scale)}")
+    return _finish_grid(fig, axes, f"Agreement per epoch, null overlaid - {a.caption}")
 
 
 def _agreement_bars(ax, o, q, n, label="observed", color="tab:blue"):
