@@ -509,6 +509,23 @@ def gaussian_strata(margins, labels, n_bins=10):
     return np.asarray(labels) * n_bins + np.digitize(margins, edges)
 
 
+def original_labels(record, split="train", data_root=None):
+    """A random-label record's true labels of ``split``, in its order (the record holds the
+    random ones it was trained on).  Rebuilt from its configuration as ``record_images``."""
+    from .config import TrainConfig
+    from .record import RecordError
+    from .train import prepare_dataset
+    cfg = record.meta.get("config")
+    if not cfg or not cfg.get("random_labels"):
+        raise RecordError("original_labels needs a record trained with random labels by agreebook")
+    ds = prepare_dataset(TrainConfig.from_dict({**cfg, "ood": [], "random_labels": False}), data_root)
+    y = {"train": ds.y_train, "test": ds.y_test}[split]
+    if len(y) != len(record.labels[split]):
+        raise RecordError(f"the rebuilt {split} split has {len(y)} examples, the record {len(record.labels[split])}: "
+                          "other data under this data root")
+    return y
+
+
 def record_images(record, split, data_root=None):
     """The images a record's ``split`` predictions are about, (n_examples, H, W, C) uint8.
 

@@ -223,3 +223,17 @@ def test_synthetic_difficulties_from_the_generators():
     assert np.abs(off).max() <= 30 and abs(np.mean(np.abs(off) > 15) - 0.5) < 0.05
     s = X.gabor_strata(rec, width=7.5, cycles=True)
     assert s.max() < 12 * 4 * 2 and len(np.unique(s)) > 80
+
+
+def test_original_labels_of_a_random_label_record():
+    cfg = TrainConfig(dataset="digits", arch="small_st_vgg", n_models=2, epochs=(1,), random_labels=True,
+                      train_size=500).validate().resolved()
+    ds = prepare_dataset(cfg)
+    meta = {"config": cfg.to_dict(), "n_classes": 10}
+    rec = Record({"train": np.zeros((2, 1, 500), np.int16)}, {"train": ds.y_train}, (1,), meta=meta)
+    y = X.original_labels(rec, "train")
+    np.testing.assert_array_equal(y, prepare_dataset(cfg.replace(random_labels=False)).y_train)
+    assert 0.05 < np.mean(y == ds.y_train) < 0.15  # a uniform label is the true one 1 time in 10
+    with pytest.raises(RecordError, match="random labels"):
+        X.original_labels(Record({"train": rec.predictions["train"]}, {"train": y}, (1,),
+                                 meta={"config": cfg.replace(random_labels=False).to_dict()}), "train")
