@@ -181,6 +181,7 @@ class Chapter:
     runs: str = ""
     device: str = "auto"
     arch_given: bool = False  # the user named the architecture: keep it for every dataset
+    dataset_given: bool = False  # the user named the dataset (not the preset's)
     embeddings: Optional[str] = None  # text: a GloVe-format vectors file
 
     def config(self, **overrides):
@@ -245,21 +246,30 @@ class Chapter:
     def partitions(self):
         """§3.3's collections on disjoint parts of one training set, as [(Chapter, config)].
 
-        The preset's partition dataset on the preset's own dataset (Fashion-MNIST at cpu scale,
-        the paper's Fig 24), the chapter's dataset when the reader names another; the whole
-        training set cut into parts of ``partition_size``, the first ``partitions_trained``
-        trained, all tested on the same ``partition_test_size`` test examples."""
+        Without a named dataset, the preset's partition dataset and architecture (Fashion-MNIST
+        and the small st-VGG at cpu scale: the paper's Fig 24 used st-VGG on Fashion-MNIST);
+        with one, that dataset and the chapter's architecture.  The whole training set is cut
+        at random into n // partition_size parts (each of at least partition_size examples),
+        the first ``partitions_trained`` are trained, each with its own seeds (the parts share
+        nothing but the data's distribution), and all are tested on the same
+        ``partition_test_size`` test examples."""
         s = self.sizes
-        name = s["partition_dataset"] if s["partition_dataset"] and self.dataset == s["dataset"] else self.dataset
-        c = self.for_dataset(name)
-        if s["partition_arch"] and not c.arch_given and fits(s["partition_arch"], name):
+        if s["partitions_trained"] < 2:
+            raise BookError(f"partitions_trained must be at least 2 to compare parts; got {s['partitions_trained']}")
+        named = self.dataset_given or not s["partition_dataset"]
+        c = self if named else self.for_dataset(s["partition_dataset"])
+        if not named and s["partition_arch"] and not c.arch_given and fits(s["partition_arch"], c.dataset):
             c = dataclasses.replace(c, arch=s["partition_arch"])
-        n_train, _ = dataset_sizes(name, self.data_root)
+        try:
+            n_train, _ = dataset_sizes(c.dataset, self.data_root)
+        except DatasetError as exc:
+            raise BookError(str(exc)) from None
         k = n_train // s["partition_size"]
         if k < 2:
-            raise BookError(f"{name} has {n_train} training examples: too few for parts of {s['partition_size']}")
+            raise BookError(f"{c.dataset} has {n_train} training examples: too few for two parts of "
+                            f"{s['partition_size']}")
         return [(c, c.config(train_size=None, test_size=s["partition_test_size"], n_models=s["partition_models"],
-                             epochs=s["partition_epochs"], n_partitions=k, partition=i))
+                             epochs=s["partition_epochs"], n_partitions=k, partition=i, seed=self.seed + 1 + i))
                 for i in range(min(s["partitions_trained"], k))]
 
     def member_model(self, cfg=None, member=0):
@@ -330,6 +340,7 @@ def setup(chapter, dataset="", arch="", n_models=0, epochs="", seed=0, scale="cp
     Raises BookError with one line that says what to change.
     """
     sizes = preset(scale)
+    dataset_given = bool(dataset)
     dataset = dataset or sizes["dataset"]
     if dataset not in DATASETS:
         raise BookError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
@@ -353,7 +364,7 @@ def setup(chapter, dataset="", arch="", n_models=0, epochs="", seed=0, scale="cp
     if data_root and not Path(data_root).is_dir():
         raise BookError(f"data_root {data_root!r} is not a folder; give an existing folder or '' for the default")
     ch = Chapter(chapter, dataset, arch, n_models, ep, seed, scale, data_root or None, sizes,
-                 runs or default_runs(), device, arch_given, embeddings or None)
+                 runs or default_runs(), device, arch_given, dataset_given, embeddings or None)
     ch.config()  # the architecture fits the data, the sizes exist, ... or one message now
     return ch
 

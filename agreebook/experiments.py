@@ -220,22 +220,6 @@ def robustness_table(results, split="test"):
     return pd.DataFrame(rows).set_index("setting")
 
 
-def partition_correlations(records, split="test"):
-    """§3.3: accessibility correlations between collections trained on disjoint partitions.
-
-    records: collections evaluated on one common split.  Returns (accessibility (k, n),
-    r (k, k), p (k, k)).
-    """
-    acc = np.stack([M.accessibility(r.tp_agreement(split)) for r in records])
-    k = len(records)
-    r, p = np.eye(k), np.zeros((k, k))
-    for i in range(k):
-        for j in range(i + 1, k):
-            r[i, j], p[i, j] = M.accessibility_correlation(acc[i], acc[j])
-            r[j, i], p[j, i] = r[i, j], p[i, j]
-    return acc, r, p
-
-
 def correlation_table(results, split="test"):
     """Accessibility correlations between collections, read against their noise ceilings.
 
@@ -260,26 +244,33 @@ def correlation_table(results, split="test"):
 
 
 def correlation_matrix(results, split="test"):
-    """§3.3 (Fig 24): accessibility correlations among k collections tested on the same
-    examples, against their noise ceilings.
+    """§3.3: accessibility correlations among k collections tested on the same examples,
+    against their noise ceilings.
 
-    results: [(label, record)].  Returns a dict: ``labels``; ``spearman`` (k, k), Spearman's rho
-    of each pair's accessibility, with each collection's split-half reliability (Spearman-Brown
-    corrected) on the diagonal; ``ci`` (k, k, 2) the pairs' 95% bootstrap intervals (NaN on the
-    diagonal); ``ceiling`` (k, k) sqrt(rel_i rel_j), the correlation two collections of these
-    reliabilities would show if they ranked the examples identically."""
+    results: [(label, record)].  Returns a dict: ``labels``; ``pearson`` (k, k), Pearson's r of
+    each pair's accessibility (the paper's statistic), with ``ci`` (k, k, 2) its 95% bootstrap
+    interval; ``spearman`` (k, k) Spearman's rho; ``reliability`` (k,) each collection's
+    split-half reliability of accessibility (Pearson, Spearman-Brown corrected to its N) and
+    ``reliability_sd`` over random splits; ``ceiling`` (k, k) sqrt(rel_i rel_j), the Pearson r
+    two collections of these reliabilities would show if they learned the examples in the same
+    order up to the noise of their models (an estimate: a pair can exceed it by chance).
+    Diagonals are NaN."""
     labels = [label for label, _ in results]
     acc = [M.accessibility(rec.tp_agreement(split)) for _, rec in results]
-    rel = np.array([analyze(rec, split).reliability for _, rec in results])
+    rel = [S.split_half_reliability(rec.predictions[split], rec.labels[split]) for _, rec in results]
     k = len(results)
-    rho, ci = np.diag(rel).astype(float), np.full((k, k, 2), np.nan)
+    r, rho, ci = np.full((k, k), np.nan), np.full((k, k), np.nan), np.full((k, k, 2), np.nan)
     for i in range(k):
         for j in range(i + 1, k):
             c = S.correlation(acc[i], acc[j])
+            r[i, j] = r[j, i] = c["pearson"]
             rho[i, j] = rho[j, i] = c["spearman"]
-            ci[i, j] = ci[j, i] = c["spearman_ci"]
-    ceiling = np.sqrt(np.outer(np.clip(rel, 0, None), np.clip(rel, 0, None)))
-    return {"labels": labels, "spearman": rho, "ci": ci, "ceiling": ceiling}
+            ci[i, j] = ci[j, i] = c["pearson_ci"]
+    reliability = np.array([x["reliability"] for x in rel])
+    ceiling = np.sqrt(np.outer(np.clip(reliability, 0, None), np.clip(reliability, 0, None)))
+    np.fill_diagonal(ceiling, np.nan)
+    return {"labels": labels, "pearson": r, "ci": ci, "spearman": rho, "reliability": reliability,
+            "reliability_sd": np.array([x["sd"] for x in rel]), "ceiling": ceiling}
 
 
 def tp_agreement_correlations(a, b, split="test", epochs=None):

@@ -249,21 +249,27 @@ def accessibility_scatter(a, b, label_a, label_b, title, corr=None):
 
 def correlation_matrix(m, title):
     """Accessibility correlations among collections (experiments.correlation_matrix): each
-    pair's Spearman rho over its noise ceiling, the reliabilities on the diagonal."""
+    pair's Pearson r, and under it the pair's noise ceiling; the diagonal gives each
+    collection's split-half reliability.  Beyond 8 collections the cells carry no text."""
     plt = _plt()
     k = len(m["labels"])
-    fig, ax = plt.subplots(figsize=(1.3 * k + 2.2, 1.1 * k + 1.6))
-    im = ax.imshow(m["spearman"], vmin=0, vmax=1, cmap="viridis")
-    for i in range(k):
-        for j in range(k):
-            v = m["spearman"][i, j]
-            text = f"{v:.2f}\nrel." if i == j else f"{v:.2f}\n/{m['ceiling'][i, j]:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+    side = min(1.3 * k + 2.4, 12)
+    fig, ax = plt.subplots(figsize=(side, min(1.1 * k + 1.8, 11)))
+    im = ax.imshow(m["pearson"], vmin=-1, vmax=1, cmap="RdBu_r")
+    if k <= 8:
+        for i in range(k):
+            for j in range(k):
+                if i == j:
+                    text, color = f"rel.\n{m['reliability'][i]:.2f}", "black"
+                else:
+                    text = f"{m['pearson'][i, j]:.2f}\nceil. {m['ceiling'][i, j]:.2f}"
+                    color = "white" if abs(m["pearson"][i, j]) > 0.6 else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
     ax.set_xticks(range(k), m["labels"], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(k), m["labels"], fontsize=8)
-    fig.colorbar(im, ax=ax, label="Spearman rho of accessibility")
-    ax.set_title(_wrap(title + " (off the diagonal: rho / noise ceiling; on it: split-half reliability)",
-                       1.3 * k + 2.2), fontsize=9)
+    fig.colorbar(im, ax=ax, label="Pearson r of accessibility")
+    fig.suptitle(_wrap(title + ". Each cell: the pair's r and its noise ceiling; the diagonal: split-half "
+                       "reliability", side, 10), fontsize=10)
     fig.tight_layout()
     return fig
 

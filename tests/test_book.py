@@ -1,4 +1,5 @@
 """The book's machinery: parameters, presets, record reuse, the chapter analyses, the notebooks."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -148,10 +149,33 @@ def test_robustness_settings_change_one_thing_each():
     assert len(s) == len(X.robustness_settings(cfg))  # labels are unique
 
 
-def test_partition_correlations_identity():
+def test_correlation_matrix_of_identical_and_of_independent_collections():
     rec = _toy_record()
-    acc, r, p = X.partition_correlations([rec, rec], "test")
-    assert acc.shape == (2, 40) and np.allclose(r, 1)
+    m = X.correlation_matrix([("a", rec), ("b", rec)], "test")
+    assert np.allclose(m["pearson"][0, 1], 1) and np.isnan(m["pearson"][0, 0])
+    np.testing.assert_allclose(m["ceiling"][0, 1], m["reliability"][0])  # sqrt(rel * rel)
+    rng = np.random.default_rng(0)
+    labels = np.zeros(400, np.int64)
+    noise = [Record({"test": np.where(rng.random((6, 3, 400)) < 0.5, 0, 1).astype(np.int16)}, {"test": labels}, (1, 2, 3))
+             for _ in range(2)]
+    m = X.correlation_matrix([("x", noise[0]), ("y", noise[1])], "test")
+    assert abs(m["pearson"][0, 1]) < 0.2 and m["reliability"].max() < 0.3  # no order to share
+
+
+def test_partitions_follow_the_preset_or_the_named_dataset():
+    ch = book.setup(3, scale="smoke")
+    parts = ch.partitions()
+    assert [cfg.partition for _, cfg in parts] == [0, 1] and parts[0][1].n_partitions == 1437 // 150
+    assert len({cfg.seed for _, cfg in parts} | {ch.seed}) == 3  # each part its own seeds
+    assert len({cfg.test_size for _, cfg in parts}) == 1 and parts[0][1].train_size is None
+    cpu = book.setup(3, scale="cpu", dataset="digits")  # a named dataset is split itself, with its net
+    cpu = dataclasses.replace(cpu, sizes={**cpu.sizes, "partition_size": 300})
+    assert {(cfg.dataset, cfg.arch) for _, cfg in cpu.partitions()} == {("digits", cpu.arch)}
+    with pytest.raises(book.BookError, match="too few for two parts"):
+        dataclasses.replace(cpu, sizes={**cpu.sizes, "partition_size": 1000}).partitions()
+    small = dataclasses.replace(ch, sizes={**ch.sizes, "partitions_trained": 1})
+    with pytest.raises(book.BookError, match="at least 2"):
+        small.partitions()
 
 
 NOTEBOOK_PARAMS = {"dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root", "embeddings"}
