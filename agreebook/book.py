@@ -53,8 +53,10 @@ PRESET_TYPES = {
     "partition_epochs": tuple,
     "partition_test_size": (int, type(None)),
     "adaboost_learners": int,  # §6: boosting stages
-    "other_arch": str,  # §4: the second architecture set against the chapter's
+    "other_archs": tuple,  # §4.1: architectures set against the chapter's on the same data
+    "other_epochs": tuple,  # ... recorded densely: matching accuracies needs many of them
     "linear_pair": tuple,  # §4.2: (a net, its linear twin)
+    "linear_epochs": tuple,
     "gaussian_sets": tuple,  # §5.1: the two-Gaussian datasets (mean shifts) run with the fc net
     "synthetic_sizes": tuple,  # §5.1: (train, test) of the Gaussian sets; None = whole (2500/500 a class)
     "synthetic_epochs": tuple,  # §5.1: recorded epochs of the Gaussian and Gabor collections
@@ -69,8 +71,8 @@ SCALES = {
                   sweep_models=2, sweep_epochs=(1, 2), partition_dataset="", partition_arch="",
                   partition_size=150, partitions_trained=2, partition_models=2, partition_epochs=(1, 2, 4),
                   partition_test_size=150,
-                  adaboost_learners=20, other_arch="fc",
-                  linear_pair=("small_st_vgg", "linear_small_st_vgg"),
+                  adaboost_learners=20, other_archs=("fc",), other_epochs=(1, 2, 4),
+                  linear_pair=("small_st_vgg", "linear_small_st_vgg"), linear_epochs=(1, 2, 4),
                   gaussian_sets=("gaussian_0.05",), synthetic_sizes=(300, 150), synthetic_epochs=(1, 2, 4),
                   gabor_sizes=(300, 150), gabor_epochs=(1, 2, 4), random_label_models=3, random_label_epochs=(1, 2, 4)),
     # cpu: the paper's small-mammals regime, offline (issue 12): five similar CIFAR-10 animal
@@ -84,11 +86,14 @@ SCALES = {
                 partition_dataset="fashion_mnist", partition_arch="small_st_vgg", partition_size=1000,
                 partitions_trained=5, partition_models=6, partition_epochs=(1, 2, 4, 8, 16, 24, 32),
                 partition_test_size=2000,
-                adaboost_learners=100, other_arch="fc",
+                # §4: strengths that really differ on one dataset: logistic regression on the
+                # pixels, the paper's fully connected net, the small st-VGG (the main collection)
+                adaboost_learners=100, other_archs=("linear", "fc"), other_epochs=tuple(range(1, 33)),
                 # measured on digits (the earlier cpu set): st-VGG and its linear twin stayed at
                 # chance for 16 epochs at lr 0.05, the small pair learned (93% / 85%); not yet
                 # measured on cifar10_animals
                 linear_pair=("small_st_vgg", "linear_small_st_vgg"),
+                linear_epochs=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
                 # the paper's sizes for the synthetic sets (Suppl C); the fc net converges in a
                 # few epochs, so 16 cover it.  The paper's shift of 0.1 and one that leaves room
                 # below the ceiling (data.GAUSSIAN_SHIFTS)
@@ -101,8 +106,10 @@ SCALES = {
                   test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   partition_dataset="fashion_mnist", partition_arch="st_vgg", partition_size=1000,
                   partitions_trained=60, partition_models=100, partition_epochs=(1, 5, 10, 20, 30, 40),
-                  partition_test_size=None, adaboost_learners=100, other_arch="resnet18",
-                  linear_pair=("st_vgg", "linear_st_vgg"),
+                  partition_test_size=None, adaboost_learners=100,
+                  # Fig 27: st-VGG against the small st-VGG on small mammals
+                  other_archs=("small_st_vgg",), other_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
+                  linear_pair=("st_vgg", "linear_st_vgg"), linear_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   gaussian_sets=tuple(GAUSSIAN_SHIFTS), synthetic_sizes=(None, None),
                   synthetic_epochs=(1, 2, 4, 8, 16, 32, 64, 128), gabor_sizes=(1200, 1200),
                   gabor_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
@@ -271,6 +278,24 @@ class Chapter:
         return [(c, c.config(train_size=None, test_size=s["partition_test_size"], n_models=s["partition_models"],
                              epochs=s["partition_epochs"], n_partitions=k, partition=i, seed=self.seed + 1 + i))
                 for i in range(min(s["partitions_trained"], k))]
+
+    def architectures(self):
+        """§4's collections on the chapter's data, as {label: (Chapter, config)}: "main" (the
+        chapter's main collection); each of the preset's ``other_archs`` that takes the data,
+        recorded at ``other_epochs``; "nonlinear twin" and "linear twin", the ``linear_pair``
+        at ``linear_epochs`` (a member that is the chapter's architecture is the main
+        collection, with its epochs)."""
+        s = self.sizes
+        out = {"main": (self, self.main_config())}
+        for arch in s["other_archs"]:
+            if arch != self.arch and fits(arch, self.dataset):
+                out[arch] = (self, self.config(arch=arch, epochs=s["other_epochs"]))
+        for role, arch in zip(("nonlinear twin", "linear twin"), s["linear_pair"]):
+            if arch == self.arch:
+                out[role] = out["main"]
+            elif fits(arch, self.dataset):
+                out[role] = (self, self.config(arch=arch, epochs=s["linear_epochs"]))
+        return out
 
     def member_model(self, cfg=None, member=0):
         """A trained network of ``cfg`` (default: the main collection), kept in its run folder:

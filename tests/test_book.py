@@ -229,9 +229,10 @@ def test_every_chapter_builds_valid_configs_at_paper_scale(offline_root):
         ch = book.setup(c, scale="paper", data_root=root)
         assert ch.arch == "st_vgg" and ch.n_models == 100 and ch.epochs[-1] == 128
     ch = book.setup(4, scale="paper", data_root=root)
-    dense = tuple(range(1, ch.epochs[-1] + 1))
-    for arch in (ch.sizes["other_arch"], *ch.sizes["linear_pair"]):
-        assert ch.config(arch=arch, epochs=dense).arch == arch
+    archs = ch.architectures()
+    assert {c.arch for _, c in archs.values()} == {"st_vgg", "small_st_vgg", "linear_st_vgg"}
+    assert book.setup(5, scale="paper", data_root=root).controls()
+    assert len(book.setup(3, scale="paper", data_root=root).partitions()) == 60
     for name in ("gabor", "gaussian", book.other_domain(ch.dataset)):
         assert ch.for_dataset(name).config().train_size is None  # the whole set
     assert ch.config(random_labels=True).random_labels
