@@ -517,6 +517,23 @@ def original_labels(record, split="train", data_root=None):
     return y
 
 
+def neighbour_label_agreement(record, split="train", k=25, data_root=None):
+    """For each example, the share of its ``k`` nearest neighbours in the same split (Euclidean
+    distance between images, each centred on its own mean pixel) that carry its label: how
+    consistent the labels are around it in input space.  Under random labels it asks whether
+    the images the networks memorise first are those whose neighbours happen to share their
+    label.  (n_examples,); O(n^2) memory, for splits of a few thousand images."""
+    x = record_images(record, split, data_root)
+    x = x.reshape(len(x), -1).astype(np.float32) / 255
+    x -= x.mean(1, keepdims=True)
+    sq = (x * x).sum(1)
+    d = sq[:, None] + sq[None] - 2 * (x @ x.T)
+    np.fill_diagonal(d, np.inf)
+    nn = np.argpartition(d, k, axis=1)[:, :k]
+    y = record.labels[split]
+    return (y[nn] == y[:, None]).mean(1)
+
+
 def record_images(record, split, data_root=None):
     """The images a record's ``split`` predictions are about, (n_examples, H, W, C) uint8.
 

@@ -237,3 +237,10 @@ def test_original_labels_of_a_random_label_record():
     with pytest.raises(RecordError, match="random labels"):
         X.original_labels(Record({"train": rec.predictions["train"]}, {"train": y}, (1,),
                                  meta={"config": cfg.replace(random_labels=False).to_dict()}), "train")
+
+
+def test_neighbour_label_agreement_by_hand(monkeypatch):
+    imgs = np.array([[0, 0, 100], [0, 5, 100], [100, 0, 0], [100, 5, 0]], np.uint8)[:, :, None, None]  # two pairs
+    rec = Record({"train": np.zeros((2, 1, 4), np.int16)}, {"train": np.array([0, 0, 1, 0])}, (1,))
+    monkeypatch.setattr(X, "record_images", lambda record, split, data_root=None: imgs)
+    np.testing.assert_array_equal(X.neighbour_label_agreement(rec, "train", k=1), [1, 1, 0, 0])
