@@ -61,7 +61,9 @@ PRESET_TYPES = {
     "synthetic_sizes": tuple,  # §5.1: (train, test) of the Gaussian sets; None = whole (2500/500 a class)
     "synthetic_epochs": tuple,  # §5.1: recorded epochs of the Gaussian and Gabor collections
     "gabor_sizes": tuple,  # §5.1, Suppl C: (train, test) Gabor patches; 1200 = the paper's 100 a class
-    "gabor_epochs": tuple,  # 12 steps an epoch at 1200 images: longer than the fc net needs (the 2000-image run of 16 epochs reached the 75% ceiling at 8)
+    # 12 steps an epoch at 1200 images, so longer than the fc net needs (a 2000-image run
+    # reached the 75% ceiling by epoch 8)
+    "gabor_epochs": tuple,
     "random_label_models": int,  # §5.2: N of the random-label collection
     "random_label_epochs": tuple,  # §5.2: long enough to memorise the training set
 }
