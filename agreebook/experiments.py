@@ -448,7 +448,6 @@ def _record_rows(record, split, n_generated):
     return rows
 
 
-GABOR_OVERLAP = 15.0  # deg: a class spans base +-30, neighbours are 45 apart, so |offset| > 15 is shared
 
 
 def gabor_parameters_of(record, split="test"):

@@ -244,3 +244,12 @@ def test_neighbour_label_agreement_by_hand(monkeypatch):
     rec = Record({"train": np.zeros((2, 1, 4), np.int16)}, {"train": np.array([0, 0, 1, 0])}, (1,))
     monkeypatch.setattr(X, "record_images", lambda record, split, data_root=None: imgs)
     np.testing.assert_array_equal(X.neighbour_label_agreement(rec, "train", k=1), [1, 1, 0, 0])
+
+
+def test_difficulty_profile_by_hand():
+    labels = np.zeros(4, np.int64)
+    right = np.array([[[1, 1, 0, 0]], [[1, 0, 0, 0]]], bool)  # 2 models, 1 epoch
+    rec = Record({"test": np.where(right, 0, 1).astype(np.int16)}, {"test": labels}, (1,))
+    t = X.difficulty_profile(rec, "test", [0.0, 1.0, 2.0, 3.0], [0, 2, 4])
+    np.testing.assert_allclose(t["mean TPa, epoch 1"], [0.75, 0.0])
+    assert t["examples"].tolist() == [2, 2]
