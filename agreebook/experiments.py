@@ -448,8 +448,6 @@ def _record_rows(record, split, n_generated):
     return rows
 
 
-
-
 def gabor_parameters_of(record, split="test"):
     """data.gabor_parameters for the examples of a Gabor record's split, in its order."""
     from .data import gabor_parameters
