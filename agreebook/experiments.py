@@ -229,26 +229,26 @@ def robustness_table(results, split="test"):
     return pd.DataFrame(rows).set_index("setting")
 
 
-def correlation_table(results, split="test"):
+def correlation_table(results, split="test", matrix=None):
     """Accessibility correlations between collections, read against their noise ceilings.
 
     results: [(label, record)] evaluated on the same examples.  One row per pair: Pearson's r
     and Spearman's rho with 95% bootstrap intervals (resampling examples, stats.correlation),
     each collection's split-half reliability of accessibility (Spearman-Brown corrected), and
     the noise ceiling sqrt(rel_a * rel_b): the correlation two collections with these
-    reliabilities would show if they ranked the examples identically.
+    reliabilities would show if they ranked the examples identically.  matrix: their
+    ``correlation_matrix``, when a chapter has it already (its bootstraps are not redone).
     """
     import pandas as pd
-    acc = {label: M.accessibility(rec.tp_agreement(split)) for label, rec in results}
-    rel = {label: analyze(rec, split).reliability for label, rec in results}
+    m = correlation_matrix(results, split) if matrix is None else matrix
+    labels, rel = m["labels"], m["reliability"]
     rows = []
-    for i, (la, _) in enumerate(results):
-        for lb, _ in results[i + 1:]:
-            c = S.correlation(acc[la], acc[lb])
-            rows.append({"pair": f"{la} vs {lb}", "examples": c["n"], "Pearson r": c["pearson"],
-                         "r 95% CI": _ci_text([c["pearson_ci"]])[0], "Spearman rho": c["spearman"],
-                         "rho 95% CI": _ci_text([c["spearman_ci"]])[0], f"reliability {la}": rel[la],
-                         f"reliability {lb}": rel[lb], "noise ceiling": float(np.sqrt(max(rel[la], 0) * max(rel[lb], 0)))})
+    for (i, j), c in m["correlations"].items():
+        la, lb = labels[i], labels[j]
+        rows.append({"pair": f"{la} vs {lb}", "examples": c["n"], "Pearson r": c["pearson"],
+                     "r 95% CI": _ci_text([c["pearson_ci"]])[0], "Spearman rho": c["spearman"],
+                     "rho 95% CI": _ci_text([c["spearman_ci"]])[0], f"reliability {la}": rel[i],
+                     f"reliability {lb}": rel[j], "noise ceiling": float(np.sqrt(max(rel[i], 0) * max(rel[j], 0)))})
     return pd.DataFrame(rows).set_index("pair")
 
 
@@ -263,15 +263,17 @@ def correlation_matrix(results, split="test"):
     ``reliability_sd`` over random splits; ``ceiling`` (k, k) sqrt(rel_i rel_j), the Pearson r
     two collections of these reliabilities would show if they learned the examples in the same
     order up to the noise of their models (an estimate: a pair can exceed it by chance).
-    Diagonals are NaN."""
+    Diagonals are NaN.  Also ``accessibility`` (k, n_examples) and ``correlations``
+    {(i, j): stats.correlation} for i < j, for tables and scatters to reuse."""
     labels = [label for label, _ in results]
-    acc = [M.accessibility(rec.tp_agreement(split)) for _, rec in results]
+    acc = np.stack([M.accessibility(rec.tp_agreement(split)) for _, rec in results])
     rel = [S.split_half_reliability(rec.predictions[split], rec.labels[split]) for _, rec in results]
     k = len(results)
     r, rho, ci = np.full((k, k), np.nan), np.full((k, k), np.nan), np.full((k, k, 2), np.nan)
+    pairs = {}
     for i in range(k):
         for j in range(i + 1, k):
-            c = S.correlation(acc[i], acc[j])
+            c = pairs[i, j] = S.correlation(acc[i], acc[j])
             r[i, j] = r[j, i] = c["pearson"]
             rho[i, j] = rho[j, i] = c["spearman"]
             ci[i, j] = ci[j, i] = c["pearson_ci"]
@@ -279,7 +281,8 @@ def correlation_matrix(results, split="test"):
     ceiling = np.sqrt(np.outer(np.clip(reliability, 0, None), np.clip(reliability, 0, None)))
     np.fill_diagonal(ceiling, np.nan)
     return {"labels": labels, "pearson": r, "ci": ci, "spearman": rho, "reliability": reliability,
-            "reliability_sd": np.array([x["sd"] for x in rel]), "ceiling": ceiling}
+            "reliability_sd": np.array([x["sd"] for x in rel]), "ceiling": ceiling, "accessibility": acc,
+            "correlations": pairs}
 
 
 def tp_agreement_correlations(a, b, split="test", epochs=None):
@@ -487,12 +490,13 @@ def gaussian_margins(record, split="test", data_root=None, direction="bayes"):
         raise ValueError(f"gaussian_margins needs a record of a Gaussian set ({', '.join(GAUSSIAN_SHIFTS)}); got {name}")
     if direction not in ("bayes", "sample"):
         raise ValueError(f"direction must be 'bayes' or 'sample'; got {direction!r}")
-    z = (record_images(record, split, data_root).reshape(len(record.labels[split]), -1).astype(np.float64) - 128) / 32
+    ds = _rebuilt(record, data_root)  # one rebuild for both splits
+    x = {"train": ds.x_train, "test": ds.x_test}
+    z = (x[split].reshape(len(x[split]), -1).astype(np.float64) - 128) / 32
     if direction == "bayes":
         m = (z.mean(1) - GAUSSIAN_SHIFTS[name] / 2) * np.sqrt(z.shape[1])
     else:
-        zt = (record_images(record, "train", data_root).reshape(len(record.labels["train"]), -1)
-              .astype(np.float64) - 128) / 32
+        zt = (x["train"].reshape(len(x["train"]), -1).astype(np.float64) - 128) / 32
         yt = record.labels["train"]
         mu0, mu1 = zt[yt == 0].mean(0), zt[yt == 1].mean(0)
         w = (mu1 - mu0) / np.linalg.norm(mu1 - mu0)
@@ -509,13 +513,10 @@ def gaussian_strata(margins, labels, n_bins=10):
 def original_labels(record, split="train", data_root=None):
     """A random-label record's true labels of ``split``, in its order (the record holds the
     random ones it was trained on).  Rebuilt from its configuration as ``record_images``."""
-    from .config import TrainConfig
     from .record import RecordError
-    from .train import prepare_dataset
-    cfg = record.meta.get("config")
-    if not cfg or not cfg.get("random_labels"):
+    if not (record.meta.get("config") or {}).get("random_labels"):
         raise RecordError("original_labels needs a record trained with random labels by agreebook")
-    ds = prepare_dataset(TrainConfig.from_dict({**cfg, "ood": [], "random_labels": False}), data_root)
+    ds = _rebuilt(record, data_root, random_labels=False)
     y = {"train": ds.y_train, "test": ds.y_test}[split]
     if len(y) != len(record.labels[split]):
         raise RecordError(f"the rebuilt {split} split has {len(y)} examples, the record {len(record.labels[split])}: "
@@ -540,12 +541,9 @@ def neighbour_label_agreement(record, split="train", k=25, data_root=None):
     return (y[nn] == y[:, None]).mean(1)
 
 
-def record_images(record, split, data_root=None):
-    """The images a record's ``split`` predictions are about, (n_examples, H, W, C) uint8.
-
-    Rebuilt from the record's configuration (subsets, partitions as trained) and checked
-    against its data fingerprint, so the images cannot silently belong to other data.
-    """
+def _rebuilt(record, data_root=None, **changes):
+    """The dataset a record was trained on, rebuilt from its configuration (with ``changes``);
+    without changes it is checked against the record's data fingerprint."""
     from .config import TrainConfig
     from .record import RecordError
     from .train import prepare_dataset
@@ -553,12 +551,23 @@ def record_images(record, split, data_root=None):
     if not cfg:
         raise RecordError("this record has no training configuration (built from arrays?): "
                           "its images cannot be rebuilt; index your own images with its example order")
-    ds = prepare_dataset(TrainConfig.from_dict({**cfg, "ood": []}), data_root)
-    if record.meta.get("data_fingerprint") not in (None, ds.fingerprint()):
+    ds = prepare_dataset(TrainConfig.from_dict({**cfg, "ood": [], **changes}), data_root)
+    if not changes and record.meta.get("data_fingerprint") not in (None, ds.fingerprint()):
         raise RecordError(f"the {cfg['dataset']} data under this data root differ from the data the record "
                           "was trained on (fingerprint); point data_root at the original data")
+    return ds
+
+
+def record_images(record, split, data_root=None):
+    """The images a record's ``split`` predictions are about, (n_examples, H, W, C) uint8.
+
+    Rebuilt from the record's configuration (subsets, partitions as trained) and checked
+    against its data fingerprint, so the images cannot silently belong to other data.
+    """
+    from .record import RecordError
     if split.startswith("ood_"):
         raise RecordError("out-of-sample inputs are not stored; rebuild them with data.out_of_sample")
+    ds = _rebuilt(record, data_root)
     return {"train": ds.x_train, "test": ds.x_test}[split]
 
 
