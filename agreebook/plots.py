@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics as M
+from .analysis import caption  # noqa: F401  (figure titles; notebooks call plots.caption)
 
 
 def _plt():
@@ -17,9 +18,6 @@ def _wrap(title, inches, fontsize=9):
     """Break a long title into lines that fit a figure ``inches`` wide."""
     import textwrap
     return "\n".join(textwrap.wrap(title, max(20, int(inches * 130 / fontsize))))
-
-
-from .analysis import caption  # noqa: F401  (figure titles; notebooks call plots.caption)
 
 
 def tp_agreement_histograms(analysis, epochs=None):
