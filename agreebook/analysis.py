@@ -112,8 +112,8 @@ def _epochs_text(epochs):
 def caption(record, split=None, scale=None):
     """dataset, architecture, N, recorded epochs, split (examples) and scale, for a title."""
     m = record.meta
-    parts = [f"{m.get('dataset', '?')}", f"{m.get('arch', '?')}", f"N={record.n_models}",
-             _epochs_text(record.epochs)]
+    dataset = m.get("dataset", "?") + (" (random labels)" if (m.get("config") or {}).get("random_labels") else "")
+    parts = [dataset, f"{m.get('arch', '?')}", f"N={record.n_models}", _epochs_text(record.epochs)]
     if split:
         parts.append(f"{split} ({record.predictions[split].shape[2]} examples)")
     if scale or m.get("scale"):

@@ -69,8 +69,12 @@ def tp_agreement_map(analysis):
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("TP-agreement")
+    title = _wrap(f"TP-agreement over training - {a.caption}", 9, 10)
+    # room above the panels' own titles for every line of the figure's (before the colour bar
+    # takes its share of the axes' space)
+    fig.subplots_adjust(top=0.86 - 0.07 * title.count("\n"))
     fig.colorbar(im, ax=axes, label="fraction of examples")
-    fig.suptitle(_wrap(f"TP-agreement over training - {a.caption}", 9, 10), fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
