@@ -232,11 +232,13 @@ def robustness_table(results, split="test"):
 def correlation_table(results, split="test", matrix=None):
     """Accessibility correlations between collections, read against their noise ceilings.
 
-    results: [(label, record)] evaluated on the same examples.  One row per pair: Pearson's r
-    and Spearman's rho with 95% bootstrap intervals (resampling examples, stats.correlation),
-    each collection's split-half reliability of accessibility (Spearman-Brown corrected), and
-    the noise ceiling sqrt(rel_a * rel_b): the correlation two collections with these
-    reliabilities would show if they ranked the examples identically.  matrix: their
+    results: [(label, record)] evaluated on the same examples.  One row per pair "A vs B":
+    Pearson's r and Spearman's rho with 95% bootstrap intervals (resampling examples,
+    stats.correlation), each collection's split-half reliability of accessibility
+    (Spearman-Brown corrected; columns "reliability A" and "reliability B", so the table stays
+    as wide for 60 collections as for 2), the noise ceiling sqrt(rel_a * rel_b): the
+    correlation two collections with these reliabilities would show if they ranked the
+    examples identically, and r over it.  matrix: their
     ``correlation_matrix``, when a chapter has it already (its bootstraps are not redone).
     """
     import pandas as pd
@@ -247,8 +249,9 @@ def correlation_table(results, split="test", matrix=None):
         la, lb = labels[i], labels[j]
         rows.append({"pair": f"{la} vs {lb}", "examples": c["n"], "Pearson r": c["pearson"],
                      "r 95% CI": _ci_text([c["pearson_ci"]])[0], "Spearman rho": c["spearman"],
-                     "rho 95% CI": _ci_text([c["spearman_ci"]])[0], f"reliability {la}": rel[i],
-                     f"reliability {lb}": rel[j], "noise ceiling": float(np.sqrt(max(rel[i], 0) * max(rel[j], 0)))})
+                     "rho 95% CI": _ci_text([c["spearman_ci"]])[0], "reliability A": rel[i],
+                     "reliability B": rel[j], "noise ceiling": m["ceiling"][i, j],
+                     "r / ceiling": c["pearson"] / m["ceiling"][i, j]})
     return pd.DataFrame(rows).set_index("pair")
 
 

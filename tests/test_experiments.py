@@ -253,3 +253,27 @@ def test_difficulty_profile_by_hand():
     t = X.difficulty_profile(rec, "test", [0.0, 1.0, 2.0, 3.0], [0, 2, 4])
     np.testing.assert_allclose(t["mean TPa, epoch 1"], [0.75, 0.0])
     assert t["examples"].tolist() == [2, 2]
+
+
+def test_correlation_table_one_row_a_pair_against_its_ceiling():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 400)
+    easy = rng.random(400)
+
+    def collection(difficulty):  # 8 models; each example right with a probability set by its difficulty
+        right = rng.random((8, 2, 400)) < np.clip(difficulty + np.array([0.0, 0.1])[None, :, None], 0, 1)
+        return Record({"test": np.where(right, y, (y + 1) % 3)}, {"test": y}, (1, 2), meta={"n_classes": 3})
+
+    results = [("a", collection(easy)), ("b", collection(easy)), ("c", collection(rng.random(400)))]
+    m = X.correlation_matrix(results, "test")
+    t = X.correlation_table(results, "test", matrix=m)
+    # three collections, three pairs, and the same columns whatever their number
+    assert list(t.index) == ["a vs b", "a vs c", "b vs c"]
+    assert [c for c in t.columns if c.startswith("reliability")] == ["reliability A", "reliability B"]
+    np.testing.assert_allclose(t.loc["a vs c", ["reliability A", "reliability B"]].to_numpy(float),
+                               m["reliability"][[0, 2]])
+    ceiling = np.sqrt(m["reliability"][0] * m["reliability"][1])
+    assert t.loc["a vs b", "noise ceiling"] == pytest.approx(ceiling)
+    # a shared difficulty reaches its ceiling within noise; another difficulty is near 0
+    assert 0.85 < t.loc["a vs b", "r / ceiling"] < 1.15
+    assert abs(t.loc["a vs c", "Pearson r"]) < 0.15
