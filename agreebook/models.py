@@ -298,3 +298,23 @@ TEXT_EMBEDDING_DIM = 100  # learned from scratch unless a vectors file gives its
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
+
+
+def dropout_rates(name, dropout=None):
+    """The distinct dropout probabilities of architecture ``name`` with the ``dropout`` override
+    (None: its defaults), in the order its layers first apply them: read from the model itself, built on
+    the meta device (no memory, no init), so a page that reports them cannot drift from the
+    builders.  The rates do not depend on the input's shape; a typical one is used.
+
+    >>> dropout_rates("small_st_vgg"), dropout_rates("small_st_vgg", 0.1), dropout_rates("linear")
+    ((0.25, 0.5), (0.1, 0.2), ())
+    """
+    arch = get_arch(name)
+    shape = (500, 32, TEXT_EMBEDDING_DIM) if arch.modality == "text" else (3, 32, 32)
+    with torch.device("meta"):
+        model = build_model(name, shape, 2, dropout=dropout)
+    rates = []
+    for m in model.modules():
+        if isinstance(m, nn.Dropout) and m.p not in rates:
+            rates.append(m.p)
+    return tuple(rates)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agreebook.config import ConfigError, TrainConfig
-from agreebook.models import FastDropout, FastELU, build_model
+from agreebook.models import FastDropout, FastELU, build_model, dropout_rates
 from agreebook.stacked import member_optimizer_state, plain_copy, stack_optimizer_states, train_group
 from agreebook.train import Runtime, _Data, _train_member, make_jobs, prepare_dataset, train_collection
 
@@ -216,3 +216,9 @@ def test_a_stacked_group_shares_one_eval_batch(tmp_path, monkeypatch):
     cfg, data, jobs, paths = _group(tmp_path, TrainConfig(**{**SMALL, "epochs": (1,)}), "eval")
     train_group(jobs, cfg, data, paths, "cpu")
     assert seen == [250 // 3] * 2  # train and test splits, CPU eval batch 250 over 3 members
+
+
+def test_dropout_rates_read_from_the_built_models():
+    assert dropout_rates("small_st_vgg") == (0.25, 0.5) and dropout_rates("small_st_vgg", 0.1) == (0.1, 0.2)
+    assert dropout_rates("fc") == (0.5,) and dropout_rates("fc", 0.0) == (0.0,) and dropout_rates("linear") == ()
+    assert dropout_rates("bilstm_attention") == (0.25,)
