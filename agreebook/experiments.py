@@ -120,6 +120,33 @@ def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
     consistency for that).  With E epochs each tested at ``alpha`` the chance of one false
     "more bimodal" under the null is at most E * alpha (0.1 for 10 epochs at 0.01).
     """
+    c = claim_counts(record, split, paper_bimodal, alpha)
+    word, n, lo, hi = c["verdict"], c["informative"], c["band"][0], c["band"][1]
+    if word == "untestable":
+        return word, (f"{split}: {n} recorded epoch(s) have a mean accuracy between {lo:.2f} and {hi:.2f} "
+                      f"(the accuracy runs {c['accuracy_range'][0]:.3f} to {c['accuracy_range'][1]:.3f}); a "
+                      f"verdict needs {MIN_INFORMATIVE}.")
+    where = ""
+    if c["best_epoch"] is not None:
+        where = (f"; most bimodal at epoch {c['best_epoch']}: {_r(c['best'])} [{_r(c['best_ci'][0])}, "
+                 f"{_r(c['best_ci'][1])}] against {_r(c['best_null'])} (null) and "
+                 f"{_r(c['best_class_null'])} (class-matched)")
+    return word, (f"{split}: bimodal (below both nulls, p < {alpha:g}, and below the uniform's "
+                  f"{UNIFORM_BIMODALITY:g}) at {c['bimodal']} of the {n} informative epochs "
+                  f"(mean accuracy {lo:.2f}-{hi:.2f}: epochs {c['epochs'][0]}-{c['epochs'][1]}; "
+                  f"below the paper's null at {c['below_null']}, the class-matched one at "
+                  f"{c['below_class_null']}, {UNIFORM_BIMODALITY:g} at {c['below_uniform']}){where}. "
+                  f"The paper's claim, "
+                  f"{'bimodal' if paper_bimodal else 'not bimodal'}: {word}.")
+
+
+def claim_counts(record, split, paper_bimodal, alpha=ALPHA):
+    """The numbers behind ``claim_verdict``, for tables: a dict with ``verdict``; ``informative``
+    (the number of informative epochs), ``band`` (their accuracy band), ``epochs`` (first and
+    last informative epoch, or None), ``accuracy_range``; the counts of informative epochs
+    ``bimodal``, ``below_null``, ``below_class_null`` and ``below_uniform``; and the most
+    bimodal informative epoch: ``best_epoch``, ``best`` with ``best_ci``, ``best_null``,
+    ``best_class_null`` (None / NaN when there is none)."""
     a = analyze(record, split)
     keep = informative_epochs(a, record.n_classes)
     paper, by_class = a.significant(alpha), a.significant(alpha, "class")
@@ -127,31 +154,73 @@ def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
         two_modes = a.bimodality < UNIFORM_BIMODALITY
     sig = paper & by_class & two_modes
     ep = a.epochs
-    lo, hi = 1 / record.n_classes + INFORMATIVE_MARGIN, INFORMATIVE_CEILING
-    n = int(keep.sum())
+    n, k = int(keep.sum()), int(sig[keep].sum())
     if n < MIN_INFORMATIVE:
-        return "untestable", (f"{split}: {n} recorded epoch(s) have a mean accuracy between {lo:.2f} and {hi:.2f} "
-                              f"(the accuracy runs {a.accuracy_mean.min():.3f} to {a.accuracy_mean.max():.3f}); a "
-                              f"verdict needs {MIN_INFORMATIVE}.")
-    k = int(sig[keep].sum())
-    if paper_bimodal:
+        word = "untestable"
+    elif paper_bimodal:
         word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
     else:
         word = "reproduced" if k == 0 else "partly" if 2 * k <= n else "not reproduced"
+    out = {"verdict": word, "informative": n, "band": (1 / record.n_classes + INFORMATIVE_MARGIN, INFORMATIVE_CEILING),
+           "epochs": (int(ep[keep].min()), int(ep[keep].max())) if n else None,
+           "accuracy_range": (float(a.accuracy_mean.min()), float(a.accuracy_mean.max())),
+           "bimodal": k, "below_null": int(paper[keep].sum()), "below_class_null": int(by_class[keep].sum()),
+           "below_uniform": int(two_modes[keep].sum()), "best_epoch": None, "best": np.nan,
+           "best_ci": (np.nan, np.nan), "best_null": np.nan, "best_class_null": np.nan}
     finite = keep & np.isfinite(a.bimodality)
-    where = ""
     if finite.any():
         i = int(np.flatnonzero(finite)[np.argmin(a.bimodality[finite])])
-        where = (f"; most bimodal at epoch {ep[i]}: {_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, "
-                 f"{_r(a.bimodality_ci[i][1])}] against {_r(a.null_bimodality[i])} (null) and "
-                 f"{_r(a.class_null_bimodality[i])} (class-matched)")
-    return word, (f"{split}: bimodal (below both nulls, p < {alpha:g}, and below the uniform's "
-                  f"{UNIFORM_BIMODALITY:g}) at {k} of the {n} informative epochs "
-                  f"(mean accuracy {lo:.2f}-{hi:.2f}: epochs {ep[keep].min()}-{ep[keep].max()}; "
-                  f"below the paper's null at {int(paper[keep].sum())}, the class-matched one at "
-                  f"{int(by_class[keep].sum())}, {UNIFORM_BIMODALITY:g} at {int(two_modes[keep].sum())}){where}. "
-                  f"The paper's claim, "
-                  f"{'bimodal' if paper_bimodal else 'not bimodal'}: {word}.")
+        out.update(best_epoch=int(ep[i]), best=float(a.bimodality[i]), best_ci=tuple(map(float, a.bimodality_ci[i])),
+                   best_null=float(a.null_bimodality[i]), best_class_null=float(a.class_null_bimodality[i]))
+    return out
+
+
+def claim_table(results, paper_bimodal, splits=("train", "test"), alpha=ALPHA):
+    """``claim_counts`` of several collections as one table, a row per (collection, split):
+    the verdict, the informative epochs bimodal out of all, and the most bimodal one's score
+    with its 95% interval against both nulls.  results: [(label, record)]."""
+    import pandas as pd
+    rows = []
+    for label, rec in results:
+        for split in splits:
+            c = claim_counts(rec, split, paper_bimodal, alpha)
+            rows.append({"collection": label, "read on": split, "verdict": c["verdict"],
+                         "bimodal at": f"{c['bimodal']} of {c['informative']}",
+                         "most bimodal epoch": c["best_epoch"], "bimodality": c["best"],
+                         "95% CI": _ci_text([c["best_ci"]])[0], "null": c["best_null"],
+                         "class-matched null": c["best_class_null"]})
+    return pd.DataFrame(rows).set_index(["collection", "read on"])
+
+
+# A pair of collections shares one order "up to noise" when its accessibility r reaches this share
+# of the pair's noise ceiling: each collection's split-half reliability caps the r any second
+# collection can show, so a raw r mixes the orders' difference with N and the number of epochs.
+CEILING_SHARE = 0.9
+
+
+def order_verdict(matrix, claim, share=CEILING_SHARE):
+    """("reproduced" | "partly" | "not reproduced", one sentence) for a claim that collections
+    learn the examples in one order (§3.3: disjoint training sets; §4: architectures).
+
+    matrix: ``correlation_matrix`` of the collections.  A pair agrees when its Pearson r (the
+    paper's statistic) is at least ``share`` of its noise ceiling.  Reproduced when every pair
+    does, partly when at least half do, else not reproduced.  The sentence gives the range of r,
+    its ceilings and r over the ceiling.
+    """
+    pairs = sorted(matrix["correlations"])
+    if not pairs:
+        raise ValueError("an order verdict needs at least two collections")
+    r = np.array([matrix["pearson"][i, j] for i, j in pairs])
+    ceiling = np.array([matrix["ceiling"][i, j] for i, j in pairs])
+    ratio = r / ceiling
+    k, n = int((ratio >= share).sum()), len(pairs)
+    word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
+    lo = int(np.argmin(ratio))
+    labels = matrix["labels"]
+    return word, (f"accessibility r {_r(r.min())}-{_r(r.max())} over the {n} pair(s) (median {_r(np.median(r))}), "
+                  f"against noise ceilings {_r(ceiling.min())}-{_r(ceiling.max())}; r reaches {share:.0%} of its "
+                  f"ceiling in {k} of {n} (r / ceiling {_r(ratio.min())}-{_r(ratio.max())}, lowest for "
+                  f"{labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}). The paper's claim, {claim}: {word}.")
 
 
 def learning_epoch_by_accessibility(record, split, width=0.05):

@@ -197,6 +197,12 @@ def test_claim_verdict_reads_the_informative_epochs_against_both_nulls():
     assert X.claim_verdict(rec(right_indep), "test", paper_bimodal=True)[0] == "not reproduced"
     word, text = X.claim_verdict(rec(right_ceiling), "test", paper_bimodal=False)
     assert word == "untestable" and "0 recorded epoch(s)" in text
+    t = X.claim_table([("shared", rec(right_shared)), ("ceiling", rec(right_ceiling))], True, splits=("test",))
+    assert t.loc[("shared", "test"), "verdict"] == "reproduced" and t.loc[("shared", "test"), "bimodal at"] == "3 of 3"
+    assert t.loc[("ceiling", "test"), "verdict"] == "untestable" and t.loc[("ceiling", "test"), "bimodal at"] == "0 of 0"
+    row = t.loc[("shared", "test")]
+    lo, hi = (float(v) for v in row["95% CI"].strip("[]").split(","))
+    assert lo - 0.005 <= row["bimodality"] <= hi + 0.005 and row["bimodality"] < row["null"]
 
 
 def test_synthetic_difficulties_from_the_generators():
@@ -277,3 +283,19 @@ def test_correlation_table_one_row_a_pair_against_its_ceiling():
     # a shared difficulty reaches its ceiling within noise; another difficulty is near 0
     assert 0.85 < t.loc["a vs b", "r / ceiling"] < 1.15
     assert abs(t.loc["a vs c", "Pearson r"]) < 0.15
+
+
+def test_order_verdict_reads_r_against_the_ceiling():
+    def matrix(r01, r02, r12, rel=(0.9, 0.9, 0.9)):
+        r = np.array([[np.nan, r01, r02], [r01, np.nan, r12], [r02, r12, np.nan]])
+        ceiling = np.sqrt(np.outer(rel, rel))
+        return {"labels": ["a", "b", "c"], "pearson": r, "ceiling": ceiling,
+                "correlations": {(0, 1): {}, (0, 2): {}, (1, 2): {}}}
+
+    word, text = X.order_verdict(matrix(0.88, 0.85, 0.81), "one order")
+    assert word == "reproduced" and "3 of 3" in text and "lowest for b vs c" in text
+    assert X.order_verdict(matrix(0.88, 0.85, 0.5), "one order")[0] == "partly"  # 2 of 3 reach 0.81
+    assert X.order_verdict(matrix(0.88, 0.5, 0.5), "one order")[0] == "not reproduced"
+    with pytest.raises(ValueError, match="two collections"):
+        X.order_verdict({"labels": ["a"], "pearson": np.full((1, 1), np.nan), "ceiling": np.full((1, 1), np.nan),
+                         "correlations": {}}, "one order")
