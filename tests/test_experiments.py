@@ -299,3 +299,23 @@ def test_order_verdict_reads_r_against_the_ceiling():
     with pytest.raises(ValueError, match="two collections"):
         X.order_verdict({"labels": ["a"], "pearson": np.full((1, 1), np.nan), "ceiling": np.full((1, 1), np.nan),
                          "correlations": {}}, "one order")
+
+
+def test_superset_verdict_by_hand():
+    import pandas as pd
+
+    def table(only_weak, past):
+        k = len(only_weak)
+        t = pd.DataFrame({"accuracy S": np.linspace(0.4, 0.7, k), "accuracy W": [0.4] * k, "both": [380] * k,
+                          "only S": [20] * k, "only W": only_weak, "neither": [600 - w for w in only_weak],
+                          "past weaker's end": past})
+        t.attrs["ci"] = {"only W": np.array([[w - 10, w + 10] for w in only_weak], float)}
+        return t
+
+    word, text = X.superset_verdict(table([20, 15, 10], [False, True, True]), "S", "W")
+    # 10 of the 390 W knows are missed at the end (3%); at the matched row independence predicts
+    # 1000 * 2 * 0.4 * 0.6 = 480 disagreements against 40 observed
+    assert word == "reproduced" and "3% of the 390" in text and "0.083-0.083 times" in text
+    assert X.superset_verdict(table([60, 50, 25], [False, True, True]), "S", "W")[0] == "partly"
+    assert X.superset_verdict(table([60, 50, 45], [False, True, True]), "S", "W")[0] == "not reproduced"
+    assert X.superset_verdict(table([20, 20], [False, False]), "S", "W")[0] == "untestable"
