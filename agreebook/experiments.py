@@ -198,7 +198,7 @@ def claim_table(results, paper_bimodal, splits=("train", "test"), alpha=ALPHA):
 CEILING_SHARE = 0.9
 
 
-def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None):
+def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None):
     """("reproduced" | "partly" | "not reproduced", one sentence) for a claim that collections
     learn the examples in one order (§3.3: disjoint training sets; §4: architectures).
 
@@ -208,9 +208,11 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None):
     0.78 across architectures, Fig 27b) a pair agrees when its r is at least that, and the
     ceiling reading is given beside it.  Reproduced when every pair agrees, partly when at least
     half do, else not reproduced.  The sentence gives the range of r, its ceilings and r over
-    the ceiling.
+    the ceiling.  pairs: the (label, label) pairs the claim is about (default: all).
     """
-    pairs = sorted(matrix["correlations"])
+    labels = matrix["labels"]
+    wanted = None if pairs is None else {frozenset((labels.index(a), labels.index(b))) for a, b in pairs}
+    pairs = sorted(p for p in matrix["correlations"] if wanted is None or frozenset(p) in wanted)
     if not pairs:
         raise ValueError("an order verdict needs at least two collections")
     r = np.array([matrix["pearson"][i, j] for i, j in pairs])
@@ -220,7 +222,6 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None):
     k = near if paper_low is None else int((r >= paper_low).sum())
     word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
     lo = int(np.argmin(ratio))
-    labels = matrix["labels"]
     paper = "" if paper_low is None else f"; r at least the paper's {paper_low:g} in {k} of {n}"
     return word, (f"accessibility r {_r(r.min())}-{_r(r.max())} over the {n} pair(s) (median {_r(np.median(r))}){paper}; "
                   f"against noise ceilings {_r(ceiling.min())}-{_r(ceiling.max())}, r reaches {share:.0%} of its "

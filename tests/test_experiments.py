@@ -296,6 +296,8 @@ def test_order_verdict_reads_r_against_the_ceiling():
     assert word == "reproduced" and "3 of 3" in text and "lowest for b vs c" in text
     assert X.order_verdict(matrix(0.88, 0.85, 0.5), "one order")[0] == "partly"  # 2 of 3 reach 0.81
     assert X.order_verdict(matrix(0.88, 0.5, 0.5), "one order")[0] == "not reproduced"
+    word, text = X.order_verdict(matrix(0.88, 0.5, 0.5), "one order", pairs=[("b", "a")], paper_low=0.8)
+    assert word == "reproduced" and "1 pair(s)" in text and "0.8 in 1 of 1" in text
     with pytest.raises(ValueError, match="two collections"):
         X.order_verdict({"labels": ["a"], "pearson": np.full((1, 1), np.nan), "ceiling": np.full((1, 1), np.nan),
                          "correlations": {}}, "one order")
