@@ -146,7 +146,8 @@ def claim_counts(record, split, paper_bimodal, alpha=ALPHA):
     last informative epoch, or None), ``accuracy_range``; the counts of informative epochs
     ``bimodal``, ``below_null``, ``below_class_null`` and ``below_uniform``; and the most
     bimodal informative epoch: ``best_epoch``, ``best`` with ``best_ci``, ``best_null``,
-    ``best_class_null`` (None / NaN when there is none)."""
+    ``best_class_null``; and the least bimodal one (§4.2 quotes this "maximum Pearson
+    bi-modality"): ``worst_epoch``, ``worst`` with ``worst_ci`` (None / NaN when there is none)."""
     a = analyze(record, split)
     keep = informative_epochs(a, record.n_classes)
     paper, by_class = a.significant(alpha), a.significant(alpha, "class")
@@ -166,19 +167,23 @@ def claim_counts(record, split, paper_bimodal, alpha=ALPHA):
            "accuracy_range": (float(a.accuracy_mean.min()), float(a.accuracy_mean.max())),
            "bimodal": k, "below_null": int(paper[keep].sum()), "below_class_null": int(by_class[keep].sum()),
            "below_uniform": int(two_modes[keep].sum()), "best_epoch": None, "best": np.nan,
-           "best_ci": (np.nan, np.nan), "best_null": np.nan, "best_class_null": np.nan}
+           "best_ci": (np.nan, np.nan), "best_null": np.nan, "best_class_null": np.nan,
+           "worst_epoch": None, "worst": np.nan, "worst_ci": (np.nan, np.nan)}
     finite = keep & np.isfinite(a.bimodality)
     if finite.any():
         i = int(np.flatnonzero(finite)[np.argmin(a.bimodality[finite])])
         out.update(best_epoch=int(ep[i]), best=float(a.bimodality[i]), best_ci=tuple(map(float, a.bimodality_ci[i])),
                    best_null=float(a.null_bimodality[i]), best_class_null=float(a.class_null_bimodality[i]))
+        j = int(np.flatnonzero(finite)[np.argmax(a.bimodality[finite])])  # the paper's §4.2 "maximum"
+        out.update(worst_epoch=int(ep[j]), worst=float(a.bimodality[j]), worst_ci=tuple(map(float, a.bimodality_ci[j])))
     return out
 
 
 def claim_table(results, paper_bimodal, splits=("train", "test"), alpha=ALPHA):
     """``claim_counts`` of several collections as one table, a row per (collection, split):
-    the verdict, the informative epochs bimodal out of all, and the most bimodal one's score
-    with its 95% interval against both nulls.  results: [(label, record)]."""
+    the verdict, the informative epochs bimodal out of all, the most bimodal one's score
+    with its 95% interval against both nulls, and the least bimodal one's score (the paper's
+    "maximum").  results: [(label, record)]."""
     import pandas as pd
     rows = []
     for label, rec in results:
@@ -188,7 +193,8 @@ def claim_table(results, paper_bimodal, splits=("train", "test"), alpha=ALPHA):
                          "bimodal at": f"{c['bimodal']} of {c['informative']}",
                          "most bimodal epoch": c["best_epoch"], "bimodality": c["best"],
                          "95% CI": _ci_text([c["best_ci"]])[0], "null": c["best_null"],
-                         "class-matched null": c["best_class_null"]})
+                         "class-matched null": c["best_class_null"], "least bimodal epoch": c["worst_epoch"],
+                         "its bimodality": c["worst"], "its 95% CI": _ci_text([c["worst_ci"]])[0]})
     return pd.DataFrame(rows).set_index(["collection", "read on"])
 
 
@@ -211,10 +217,22 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     the ceiling.  pairs: the (label, label) pairs the claim is about (default: all).
     """
     labels = matrix["labels"]
-    wanted = None if pairs is None else {frozenset((labels.index(a), labels.index(b))) for a, b in pairs}
-    pairs = sorted(p for p in matrix["correlations"] if wanted is None or frozenset(p) in wanted)
+    if pairs is not None:
+        unknown = sorted({x for pair in pairs for x in pair} - set(labels))
+        if unknown:
+            raise ValueError(f"unknown collection(s) {unknown}; the matrix holds {labels}")
+        wanted = {frozenset((labels.index(a), labels.index(b))) for a, b in pairs if a != b}
+    pairs = sorted(p for p in matrix["correlations"] if pairs is None or frozenset(p) in wanted)
     if not pairs:
-        raise ValueError("an order verdict needs at least two collections")
+        raise ValueError("an order verdict needs at least one pair of two different collections")
+    # a pair whose ceiling is not positive (a collection without split-half reliability) has
+    # no reference: it is left out and named
+    usable = [p for p in pairs if np.isfinite(matrix["ceiling"][p]) and matrix["ceiling"][p] > 0]
+    dropped = len(pairs) - len(usable)
+    if not usable:
+        return "untestable", (f"no pair has a positive noise ceiling (a collection's split-half reliability is "
+                              f"not above 0), so r cannot be read against one. The paper's claim, {claim}: untestable.")
+    pairs = usable
     r = np.array([matrix["pearson"][i, j] for i, j in pairs])
     ceiling = np.array([matrix["ceiling"][i, j] for i, j in pairs])
     ratio = r / ceiling
@@ -223,50 +241,82 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
     lo = int(np.argmin(ratio))
     paper = "" if paper_low is None else f"; r at least the paper's {paper_low:g} in {k} of {n}"
+    if n == 1:
+        ci = matrix["ci"][pairs[0]]
+        paper = f" [{ci[0]:.2f}, {ci[1]:.2f}]" + paper
+    if dropped:
+        paper += f" ({dropped} pair(s) without a positive ceiling left out)"
     return word, (f"accessibility r {_r(r.min())}-{_r(r.max())} over the {n} pair(s) (median {_r(np.median(r))}){paper}; "
                   f"against noise ceilings {_r(ceiling.min())}-{_r(ceiling.max())}, r reaches {share:.0%} of its "
                   f"ceiling in {near} of {n} (r / ceiling {_r(ratio.min())}-{_r(ratio.max())}, lowest for "
                   f"{labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}). The paper's claim, {claim}: {word}.")
 
 
-# The stronger collection "first learns all the examples" the weaker one knew (§4.1, Fig 8a): at
-# its last epoch it may miss at most this share of them.
-SUPERSET_SHARE = 0.05
+def superset_verdict(record_strong, record_weak, table, split="test", n_boot=S.N_BOOT, seed=0):
+    """("reproduced" | "not reproduced" | "untestable", one sentence) for §4.1's Fig 8a:
+    "ResNet first learns those examples classified correctly only by AlexNet, and then carries
+    on to learn additional examples".  table: ``matched_accuracy_table(record_strong,
+    record_weak, split, ...)``.
 
-
-def superset_verdict(table, label_strong, label_weak, share=SUPERSET_SHARE):
-    """("reproduced" | "partly" | "not reproduced" | "untestable", one sentence) for §4.1's
-    claims on a ``matched_accuracy_table``: at matched accuracy, the examples only one ensemble
-    gets right stay few (read against independent ensembles at the same accuracies, which
-    would disagree on n [a(1-b) + b(1-a)] examples), and past the weaker one's end the stronger
-    one learns a superset: at its last epoch it misses at most ``share`` of the examples the
-    weaker one knows.  Reproduced when the last row is within ``share``; partly when the count
-    the stronger misses falls past the weaker's end (its last interval entirely below the
-    first one's) but stays above it; not reproduced otherwise; untestable without rows past
-    the weaker's end."""
-    n = int(table[["both", f"only {label_strong}", f"only {label_weak}", "neither"]].iloc[0].sum())
-    a, b = table[f"accuracy {label_strong}"].to_numpy(float), table[f"accuracy {label_weak}"].to_numpy(float)
-    only = (table[f"only {label_strong}"] + table[f"only {label_weak}"]).to_numpy(float)
+    Past the weaker's end (its last epoch held fixed), take the examples only the weaker
+    ensemble gets right at the first such row and those neither gets right; by the last row,
+    the stronger ensemble has learned a share of each.  The paper's order holds when it learns
+    the weaker's examples at a higher rate than the others: reproduced when the 95% bootstrap
+    interval (resampling examples) of the difference of the two shares is above 0.  Independent
+    learners give a difference near 0, whatever their accuracies.  The sentence also gives, at
+    the matched accuracies, how many examples exactly one ensemble gets right against the
+    number independent ensembles at those accuracies would (about 1 - kappa when the
+    accuracies are equal; not part of the word), and the share of the weaker's examples the
+    stronger still misses at its last row.  Untestable when the table ends at a matched row or
+    has fewer than two rows past the weaker's end.
+    """
+    strong, weak = table.attrs["labels"]
+    if table.attrs["stronger"] != "a":
+        raise ValueError(f"{weak} ends more accurate than {strong}: pass the stronger collection first")
+    labels = record_strong.labels[split]
+    n = len(labels)
+    a, b = table[f"accuracy {strong}"].to_numpy(float), table[f"accuracy {weak}"].to_numpy(float)
     past = table["past weaker's end"].to_numpy(bool)
-    matched = ~past
+    only = (table[f"only {strong}"] + table[f"only {weak}"]).to_numpy(float)
     indep = n * (a * (1 - b) + b * (1 - a))
-    ratio = only[matched] / indep[matched] if matched.any() else np.array([np.nan])
-    head = (f"at {int(matched.sum())} matched accuracies the two ensembles disagree on "
-            f"{_r(np.nanmin(ratio))}-{_r(np.nanmax(ratio))} times the examples independent ensembles would")
-    if not past.any():
-        return "untestable", head + f"; {label_weak} never stops below {label_strong}, so the superset is untested."
-    ci = table.attrs["ci"][f"only {label_weak}"]
-    i0, i1 = int(np.flatnonzero(past)[0]), len(table) - 1
-    missed = table[f"only {label_weak}"].to_numpy(float)
-    known = missed[i1] + table["both"].iloc[i1]
-    frac = missed[i1] / known
-    word = ("reproduced" if frac <= share else "partly" if ci[i1][1] < ci[i0][0] else "not reproduced")
-    c0, c1 = _ci_text([ci[i0], ci[i1]], 0)
-    return word, (f"{head}; past {label_weak}'s end ({label_weak} at {_r(b[i1])}), {label_strong} misses "
-                  f"{int(missed[i0])} {c0} of the examples {label_weak} knows at its first row and "
-                  f"{int(missed[i1])} {c1} at its last ({label_strong} at {_r(a[i1])}): {frac:.0%} of the "
-                  f"{int(known)} {label_weak} knows (a superset would leave at most {share:.0%}). "
-                  f"The paper's claim, the stronger learns a superset: {word}.")
+    matched = ~past & (indep > 0)
+    head = "no matched accuracy"
+    if matched.any():
+        ratio = only[matched] / indep[matched]
+        head = (f"at {int(matched.sum())} matched accuracies exactly one ensemble is right on "
+                f"{_r(ratio.min())}-{_r(ratio.max())} times the examples independent ensembles would be")
+    rows = np.flatnonzero(past)
+    if len(rows) < 2 or not past[-1]:
+        return "untestable", head + f"; fewer than two rows past {weak}'s end, so the order past it is untested."
+    i0, i1 = rows[0], rows[-1]
+
+    def right(rec, label, i):
+        e = int(table[f"epoch {label}"].iloc[i])
+        return M.majority_vote(rec.predictions[split])[int(np.searchsorted(rec.epochs, e))] == labels
+
+    s0, s1, w = right(record_strong, strong, i0), right(record_strong, strong, i1), right(record_weak, weak, i1)
+    only_weak, neither = w & ~s0, ~w & ~s0
+    if not only_weak.any() or not neither.any():
+        return "untestable", head + f"; at {weak}'s end no example is right for {weak} alone, or none for neither."
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, (n_boot, n))
+    learned = s1[idx]
+
+    def share(group):
+        g = group[idx]
+        with np.errstate(invalid="ignore"):
+            return (learned & g).sum(1) / g.sum(1)
+
+    diff = share(only_weak) - share(neither)
+    lo, hi = S.percentile_interval(diff[np.isfinite(diff)])
+    p_o, p_n = s1[only_weak].mean(), s1[neither].mean()
+    word = "reproduced" if lo > 0 else "not reproduced"
+    missed = int((w & ~s1).sum())
+    return word, (f"{head}. Past {weak}'s end ({weak} at {_r(b[i1])}; {strong} from {_r(a[i0])} to {_r(a[i1])}), "
+                  f"{strong} learns {p_o:.0%} of the {int(only_weak.sum())} examples only {weak} knew and "
+                  f"{p_n:.0%} of the {int(neither.sum())} neither knew (difference {p_o - p_n:.2f} "
+                  f"[{lo:.2f}, {hi:.2f}]); it still misses {missed} of the {int(w.sum())} {weak} knows. "
+                  f"The paper's claim, the stronger first learns what the weaker knows: {word}.")
 
 
 def learning_epoch_by_accessibility(record, split, width=0.05):
@@ -823,6 +873,8 @@ def matched_accuracy_table(record_a, record_b, split="test", label_a="A", label_
         "neither": res["neither"], "neither 95% CI": _ci_text(res["neither_ci"], 0), "past weaker's end": past,
     })
     # the intervals as numbers, for plots.matched_accuracy (the columns above are for reading)
+    table.attrs["labels"] = (label_a, label_b)
+    table.attrs["stronger"] = res["stronger"]  # "a" or "b", by the final vote accuracy
     table.attrs["ci"] = {"both": res["both_ci"], f"only {label_a}": res["only_a_ci"],
                          f"only {label_b}": res["only_b_ci"], "neither": res["neither_ci"]}
     return table

@@ -289,7 +289,7 @@ def test_order_verdict_reads_r_against_the_ceiling():
     def matrix(r01, r02, r12, rel=(0.9, 0.9, 0.9)):
         r = np.array([[np.nan, r01, r02], [r01, np.nan, r12], [r02, r12, np.nan]])
         ceiling = np.sqrt(np.outer(rel, rel))
-        return {"labels": ["a", "b", "c"], "pearson": r, "ceiling": ceiling,
+        return {"labels": ["a", "b", "c"], "pearson": r, "ceiling": ceiling, "ci": np.zeros((3, 3, 2)),
                 "correlations": {(0, 1): {}, (0, 2): {}, (1, 2): {}}}
 
     word, text = X.order_verdict(matrix(0.88, 0.85, 0.81), "one order")
@@ -298,26 +298,37 @@ def test_order_verdict_reads_r_against_the_ceiling():
     assert X.order_verdict(matrix(0.88, 0.5, 0.5), "one order")[0] == "not reproduced"
     word, text = X.order_verdict(matrix(0.88, 0.5, 0.5), "one order", pairs=[("b", "a")], paper_low=0.8)
     assert word == "reproduced" and "1 pair(s)" in text and "0.8 in 1 of 1" in text
-    with pytest.raises(ValueError, match="two collections"):
+    with pytest.raises(ValueError, match="two different collections"):
         X.order_verdict({"labels": ["a"], "pearson": np.full((1, 1), np.nan), "ceiling": np.full((1, 1), np.nan),
                          "correlations": {}}, "one order")
+    with pytest.raises(ValueError, match=r"unknown collection\(s\) \['z'\]"):
+        X.order_verdict(matrix(0.88, 0.85, 0.81), "one order", pairs=[("a", "z")])
+    # a collection without split-half reliability gives no ceiling: its pairs are left out
+    word, text = X.order_verdict(matrix(0.88, 0.85, 0.81, rel=(0.9, 0.9, 0.0)), "one order")
+    assert word == "reproduced" and "1 pair(s)" in text and "2 pair(s) without a positive ceiling" in text
+    assert X.order_verdict(matrix(0.88, 0.85, 0.81, rel=(0.0, 0.0, 0.0)), "one order")[0] == "untestable"
 
 
-def test_superset_verdict_by_hand():
-    import pandas as pd
+def test_superset_verdict_reads_the_order_past_the_weakers_end():
+    rng = np.random.default_rng(4)
+    n, y = 2000, np.zeros(2000, int)
+    rank = rng.permutation(n) / n  # each example's difficulty: lower is learned earlier
 
-    def table(only_weak, past):
-        k = len(only_weak)
-        t = pd.DataFrame({"accuracy S": np.linspace(0.4, 0.7, k), "accuracy W": [0.4] * k, "both": [380] * k,
-                          "only S": [20] * k, "only W": only_weak, "neither": [600 - w for w in only_weak],
-                          "past weaker's end": past})
-        t.attrs["ci"] = {"only W": np.array([[w - 10, w + 10] for w in only_weak], float)}
-        return t
+    def rec(thresholds, order):  # 3 identical members, right on the examples below each epoch's threshold
+        right = np.stack([order < t for t in thresholds])
+        return Record({"test": np.broadcast_to(np.where(right, 0, 1), (3, *right.shape)).astype(np.int16)},
+                      {"test": y}, tuple(range(1, len(thresholds) + 1)), meta={"n_classes": 2})
 
-    word, text = X.superset_verdict(table([20, 15, 10], [False, True, True]), "S", "W")
-    # 10 of the 390 W knows are missed at the end (3%); at the matched row independence predicts
-    # 1000 * 2 * 0.4 * 0.6 = 480 disagreements against 40 observed
-    assert word == "reproduced" and "3% of the 390" in text and "0.083-0.083 times" in text
-    assert X.superset_verdict(table([60, 50, 25], [False, True, True]), "S", "W")[0] == "partly"
-    assert X.superset_verdict(table([60, 50, 45], [False, True, True]), "S", "W")[0] == "not reproduced"
-    assert X.superset_verdict(table([20, 20], [False, False]), "S", "W")[0] == "untestable"
+    weak = rec([0.2, 0.3, 0.3], rank)
+    shared = rec([0.2, 0.3, 0.4, 0.5, 0.6], rank)  # learns the weak one's examples, then more
+    independent = rec([0.2, 0.3, 0.4, 0.5, 0.6], rng.permutation(n) / n)
+    word, text = X.superset_verdict(shared, weak, X.matched_accuracy_table(shared, weak, "test", "S", "W"))
+    assert word == "untestable"  # it already knows everything W knows by the first row past W's end
+    # S learns W's easiest tenth late (as if at difficulty 0.35-0.45), but before the examples W never knew
+    later = rec([0.2, 0.3, 0.4, 0.5, 0.6], np.where(rank < 0.1, rank + 0.35, rank))
+    word, text = X.superset_verdict(later, weak, X.matched_accuracy_table(later, weak, "test", "S", "W"))
+    assert word == "reproduced" and "learns 100% of the" in text, text
+    word, text = X.superset_verdict(independent, weak, X.matched_accuracy_table(independent, weak, "test", "S", "W"))
+    assert word == "not reproduced", text
+    with pytest.raises(ValueError, match="pass the stronger collection first"):
+        X.superset_verdict(weak, shared, X.matched_accuracy_table(weak, shared, "test", "W", "S"))
