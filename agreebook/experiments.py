@@ -213,7 +213,8 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     ``share`` of its noise ceiling.  With it (the lowest r the paper reports for the claim, e.g.
     0.78 across architectures, Fig 27b) a pair agrees when its r is at least that, and the
     ceiling reading is given beside it.  Reproduced when every pair agrees, partly when at least
-    half do, else not reproduced.  The sentence gives the range of r, its ceilings and r over
+    half do, else not reproduced; the word reads point estimates, and the sentence counts the
+    pairs whose 95% interval of r lies wholly above or below the threshold.  The sentence gives the range of r, its ceilings and r over
     the ceiling.  pairs: the (label, label) pairs the claim is about (default: all).
     """
     labels = matrix["labels"]
@@ -238,6 +239,11 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     ratio = r / ceiling
     n, near = len(pairs), int((ratio >= share).sum())
     k = near if paper_low is None else int((r >= paper_low).sum())
+    # the word reads point estimates; how many pairs' 95% intervals clear the threshold, or
+    # miss it, says how firm it is
+    ci = np.array([matrix["ci"][p] for p in pairs])
+    bar = share * ceiling if paper_low is None else np.full(n, paper_low)
+    firm = f"; the 95% interval of r lies above the threshold in {int((ci[:, 0] >= bar).sum())} and below it in {int((ci[:, 1] < bar).sum())}"
     word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
     lo = int(np.argmin(ratio))
     paper = "" if paper_low is None else f"; r at least the paper's {paper_low:g} in {k} of {n}"
@@ -249,7 +255,7 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     return word, (f"accessibility r {_r(r.min())}-{_r(r.max())} over the {n} pair(s) (median {_r(np.median(r))}){paper}; "
                   f"against noise ceilings {_r(ceiling.min())}-{_r(ceiling.max())}, r reaches {share:.0%} of its "
                   f"ceiling in {near} of {n} (r / ceiling {_r(ratio.min())}-{_r(ratio.max())}, lowest for "
-                  f"{labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}). The paper's claim, {claim}: {word}.")
+                  f"{labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}){firm}. The paper's claim, {claim}: {word}.")
 
 
 def superset_verdict(record_strong, record_weak, table, split="test", n_boot=S.N_BOOT, seed=0):
@@ -416,8 +422,10 @@ def correlation_table(results, split="test", matrix=None):
                      "r 95% CI": _ci_text([c["pearson_ci"]])[0], "Spearman rho": c["spearman"],
                      "rho 95% CI": _ci_text([c["spearman_ci"]])[0], "reliability A": rel[i],
                      "reliability B": rel[j], "noise ceiling": m["ceiling"][i, j],
-                     "r / ceiling": c["pearson"] / m["ceiling"][i, j]})
-    return pd.DataFrame(rows).set_index("pair")
+                     "r / ceiling": c["pearson"] / m["ceiling"][i, j] if m["ceiling"][i, j] > 0 else np.nan})
+    columns = ["pair", "examples", "Pearson r", "r 95% CI", "Spearman rho", "rho 95% CI", "reliability A",
+               "reliability B", "noise ceiling", "r / ceiling"]
+    return pd.DataFrame(rows, columns=columns).set_index("pair")  # no pair (one collection): no rows
 
 
 def correlation_matrix(results, split="test"):

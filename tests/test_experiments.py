@@ -294,6 +294,7 @@ def test_order_verdict_reads_r_against_the_ceiling():
 
     word, text = X.order_verdict(matrix(0.88, 0.85, 0.81), "one order")
     assert word == "reproduced" and "3 of 3" in text and "lowest for b vs c" in text
+    assert "above the threshold in 0 and below it in 3" in text  # the hand-built intervals are [0, 0]
     assert X.order_verdict(matrix(0.88, 0.85, 0.5), "one order")[0] == "partly"  # 2 of 3 reach 0.81
     assert X.order_verdict(matrix(0.88, 0.5, 0.5), "one order")[0] == "not reproduced"
     word, text = X.order_verdict(matrix(0.88, 0.5, 0.5), "one order", pairs=[("b", "a")], paper_low=0.8)
