@@ -252,7 +252,9 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
         paper = f" [{ci[0]:.2f}, {ci[1]:.2f}]" + paper
     if dropped:
         paper += f" ({dropped} pair(s) without a positive ceiling left out)"
-    return word, (f"accessibility r {_r(r.min())}-{_r(r.max())} over the {n} pair(s) (median {_r(np.median(r))}){paper}; "
+    spread = (f"accessibility r {_r(r[0])}" if n == 1 else
+              f"accessibility r {_r(r.min())}-{_r(r.max())} over the {n} pairs (median {_r(np.median(r))})")
+    return word, (f"{spread}{paper}; "
                   f"against noise ceilings {_r(ceiling.min())}-{_r(ceiling.max())}, r reaches {share:.0%} of its "
                   f"ceiling in {near} of {n} (r / ceiling {_r(ratio.min())}-{_r(ratio.max())}, lowest for "
                   f"{labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}){firm}. The paper's claim, {claim}: {word}.")

@@ -298,7 +298,7 @@ def test_order_verdict_reads_r_against_the_ceiling():
     assert X.order_verdict(matrix(0.88, 0.85, 0.5), "one order")[0] == "partly"  # 2 of 3 reach 0.81
     assert X.order_verdict(matrix(0.88, 0.5, 0.5), "one order")[0] == "not reproduced"
     word, text = X.order_verdict(matrix(0.88, 0.5, 0.5), "one order", pairs=[("b", "a")], paper_low=0.8)
-    assert word == "reproduced" and "1 pair(s)" in text and "0.8 in 1 of 1" in text
+    assert word == "reproduced" and "accessibility r 0.880 [" in text and "0.8 in 1 of 1" in text
     with pytest.raises(ValueError, match="two different collections"):
         X.order_verdict({"labels": ["a"], "pearson": np.full((1, 1), np.nan), "ceiling": np.full((1, 1), np.nan),
                          "correlations": {}}, "one order")
@@ -306,7 +306,7 @@ def test_order_verdict_reads_r_against_the_ceiling():
         X.order_verdict(matrix(0.88, 0.85, 0.81), "one order", pairs=[("a", "z")])
     # a collection without split-half reliability gives no ceiling: its pairs are left out
     word, text = X.order_verdict(matrix(0.88, 0.85, 0.81, rel=(0.9, 0.9, 0.0)), "one order")
-    assert word == "reproduced" and "1 pair(s)" in text and "2 pair(s) without a positive ceiling" in text
+    assert word == "reproduced" and "accessibility r 0.880 [" in text and "2 pair(s) without a positive ceiling" in text
     assert X.order_verdict(matrix(0.88, 0.85, 0.81, rel=(0.0, 0.0, 0.0)), "one order")[0] == "untestable"
 
 
