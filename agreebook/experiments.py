@@ -463,6 +463,45 @@ def correlation_matrix(results, split="test"):
             "correlations": pairs}
 
 
+def protocol_table(trajectory, retrain, split="test"):
+    """The two protocols of recording a collection, side by side at their common epochs.
+
+    trajectory: a record whose models go on training from one recorded epoch to the next (the
+    book's); retrain: one of the same configuration with ``protocol="retrain"``, a fresh set of
+    models trained from scratch for every recorded extent (the paper's, Suppl D).  One row per
+    common epoch: each one's mean accuracy, bimodality with its 95% interval against its null,
+    and the correlation of the two's TP-agreement on the same examples (Pearson, Spearman, with
+    intervals).  Under the retrain protocol the epochs are independent collections, so a
+    pattern that holds across them is not carried from one epoch to the next by the same
+    models.  ``attrs["accessibility"]``: stats.correlation of the two accessibilities over the
+    common epochs.
+    """
+    import pandas as pd
+    if trajectory.meta.get("protocol", "trajectory") != "trajectory" or retrain.meta.get("protocol") != "retrain":
+        raise ValueError("pass a trajectory record first and a retrain record second (their record.json 'protocol')")
+    if not np.array_equal(trajectory.labels[split], retrain.labels[split]):
+        raise ValueError(f"the two records' {split} labels differ: compare collections on the same examples")
+    common = np.intersect1d(trajectory.epochs, retrain.epochs)
+    if len(common) == 0:
+        raise ValueError(f"no common recorded epoch: {list(trajectory.epochs)} and {list(retrain.epochs)}")
+    it, ir = (np.searchsorted(r.epochs, common) for r in (trajectory, retrain))
+    at, ar = analyze(trajectory, split), analyze(retrain, split)
+    tt, tr = trajectory.tp_agreement(split)[it], retrain.tp_agreement(split)[ir]
+    rows = []
+    for k, e in enumerate(common):
+        c = S.correlation(tt[k], tr[k])
+        row = {"epoch": int(e)}
+        for name, a, i in (("trajectory", at, it[k]), ("retrain", ar, ir[k])):
+            row.update({f"{name} accuracy": a.accuracy_mean[i], f"{name} bimodality": a.bimodality[i],
+                        f"{name} 95% CI": _ci_text([a.bimodality_ci[i]])[0], f"{name} null": a.null_bimodality[i]})
+        row.update({"TPa Pearson r": c["pearson"], "r 95% CI": _ci_text([c["pearson_ci"]])[0],
+                    "TPa Spearman rho": c["spearman"], "rho 95% CI": _ci_text([c["spearman_ci"]])[0]})
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("epoch")
+    table.attrs["accessibility"] = S.correlation(M.accessibility(tt), M.accessibility(tr))
+    return table
+
+
 def tp_agreement_correlations(a, b, split="test", epochs=None):
     """Two collections' TP-agreement on the same examples, correlated per recorded epoch index:
     a table of Pearson r and Spearman rho with 95% bootstrap intervals (stats.correlation),

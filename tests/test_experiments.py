@@ -333,3 +333,25 @@ def test_superset_verdict_reads_the_order_past_the_weakers_end():
     assert word == "not reproduced", text
     with pytest.raises(ValueError, match="pass the stronger collection first"):
         X.superset_verdict(weak, shared, X.matched_accuracy_table(weak, shared, "test", "W", "S"))
+
+
+def test_protocol_table_compares_the_common_epochs():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 300)
+    easy = rng.random(300)
+
+    def rec(epochs, protocol):  # models sharing each example's difficulty, improving per epoch
+        p = np.clip(easy[None, None] - 0.3 + 0.1 * np.asarray(epochs)[None, :, None], 0, 1)
+        right = rng.random((6, len(epochs), 300)) < p
+        return Record({"test": np.where(right, y, (y + 1) % 3)}, {"test": y}, epochs,
+                      meta={"n_classes": 3, "protocol": protocol})
+
+    traj, retrain = rec((1, 2, 3, 4), "trajectory"), rec((2, 4), "retrain")
+    t = X.protocol_table(traj, retrain)
+    assert list(t.index) == [2, 4] and (t["TPa Pearson r"] > 0.5).all()  # one difficulty behind both
+    np.testing.assert_allclose(t["trajectory accuracy"], traj.accuracies("test").mean(0)[[1, 3]])
+    assert t.attrs["accessibility"]["pearson"] > 0.5
+    with pytest.raises(ValueError, match="trajectory record first"):
+        X.protocol_table(retrain, traj)
+    with pytest.raises(ValueError, match="no common recorded epoch"):
+        X.protocol_table(traj, rec((5,), "retrain"))
