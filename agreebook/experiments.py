@@ -212,9 +212,9 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     no r, as for Fig 24) a pair agrees when its Pearson r (the paper's statistic) is at least
     ``share`` of its noise ceiling.  With it (the lowest r the paper reports for the claim, e.g.
     0.78 across architectures, Fig 27b) a pair agrees when its r is at least that, and the
-    ceiling reading is given beside it.  Reproduced when every pair agrees, partly when at least
-    half do, else not reproduced; the word reads point estimates, and the sentence counts the
-    pairs whose 95% interval of r lies wholly above or below the threshold.  The sentence gives the range of r, its ceilings and r over
+    ceiling reading is given beside it.  A pair agrees when the whole 95% interval of its r lies
+    at or above the threshold, disagrees when it lies wholly below.  Reproduced when every pair
+    agrees, not reproduced when more than half disagree, else partly.  The sentence gives the range of r, its ceilings and r over
     the ceiling.  pairs: the (label, label) pairs the claim is about (default: all).
     """
     labels = matrix["labels"]
@@ -239,12 +239,13 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     ratio = r / ceiling
     n, near = len(pairs), int((ratio >= share).sum())
     k = near if paper_low is None else int((r >= paper_low).sum())
-    # the word reads point estimates; how many pairs' 95% intervals clear the threshold, or
-    # miss it, says how firm it is
+    # a pair agrees when its whole 95% interval of r clears the threshold, disagrees when the
+    # whole interval misses it, and is undecided otherwise
     ci = np.array([matrix["ci"][p] for p in pairs])
     bar = share * ceiling if paper_low is None else np.full(n, paper_low)
-    firm = f"; the 95% interval of r lies above the threshold in {int((ci[:, 0] >= bar).sum())} and below it in {int((ci[:, 1] < bar).sum())}"
-    word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
+    above, below = int((ci[:, 0] >= bar).sum()), int((ci[:, 1] < bar).sum())
+    firm = f"; the 95% interval of r lies wholly above the threshold in {above}, wholly below in {below}"
+    word = "reproduced" if above == n else "not reproduced" if 2 * below > n else "partly"
     lo = int(np.argmin(ratio))
     paper = "" if paper_low is None else f"; r at least the paper's {paper_low:g} in {k} of {n}"
     if n == 1:
@@ -260,7 +261,28 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
                   f"{labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}){firm}. The paper's claim, {claim}: {word}.")
 
 
-def superset_verdict(record_strong, record_weak, table, split="test", n_boot=S.N_BOOT, seed=0):
+def half_collections(record):
+    """The even- and the odd-numbered members of a collection as two records (same examples,
+    epochs and meta): one architecture against itself, the reference for two."""
+    if record.n_models < 2:
+        raise ValueError(f"halves need at least 2 models; the record has {record.n_models}")
+    from .record import Record
+    return tuple(Record({k: v[h::2] for k, v in record.predictions.items()}, record.labels, record.epochs,
+                        meta={**record.meta, "n_models": len(range(h, record.n_models, 2))}) for h in (0, 1))
+
+
+def _disagreement_ratio(table, n):
+    """At the matched rows of a matched_accuracy_table: examples exactly one ensemble gets right
+    over the number independent ensembles at those accuracies would give."""
+    strong, weak = table.attrs["labels"]
+    a, b = table[f"accuracy {strong}"].to_numpy(float), table[f"accuracy {weak}"].to_numpy(float)
+    only = (table[f"only {strong}"] + table[f"only {weak}"]).to_numpy(float)
+    indep = n * (a * (1 - b) + b * (1 - a))
+    matched = ~table["past weaker's end"].to_numpy(bool) & (indep > 0)
+    return only[matched] / indep[matched]
+
+
+def superset_verdict(record_strong, record_weak, table, split="test", reference=None, n_boot=S.N_BOOT, seed=0):
     """("reproduced" | "not reproduced" | "untestable", one sentence) for §4.1's Fig 8a:
     "ResNet first learns those examples classified correctly only by AlexNet, and then carries
     on to learn additional examples".  table: ``matched_accuracy_table(record_strong,
@@ -275,8 +297,13 @@ def superset_verdict(record_strong, record_weak, table, split="test", n_boot=S.N
     the matched accuracies, how many examples exactly one ensemble gets right against the
     number independent ensembles at those accuracies would (about 1 - kappa when the
     accuracies are equal; not part of the word), and the share of the weaker's examples the
-    stronger still misses at its last row.  Untestable when the table ends at a matched row or
-    has fewer than two rows past the weaker's end.
+    stronger still misses at its last row, and how many examples both knew at the first row
+    the stronger has lost by the last (the weaker is held at its end, so "only weaker" can
+    grow).  reference: a matched_accuracy_table of two halves of one collection
+    (``half_collections``), whose disagreement ratio is what "low" means for one architecture.
+    Untestable when the table ends at a matched row or has fewer than two rows past the
+    weaker's end.  The word is about learning the weaker's examples preferentially, not about
+    learning all of them (the paper's "first learns all"): the sentence gives what is missed.
     """
     strong, weak = table.attrs["labels"]
     if table.attrs["stronger"] != "a":
@@ -285,14 +312,15 @@ def superset_verdict(record_strong, record_weak, table, split="test", n_boot=S.N
     n = len(labels)
     a, b = table[f"accuracy {strong}"].to_numpy(float), table[f"accuracy {weak}"].to_numpy(float)
     past = table["past weaker's end"].to_numpy(bool)
-    only = (table[f"only {strong}"] + table[f"only {weak}"]).to_numpy(float)
-    indep = n * (a * (1 - b) + b * (1 - a))
-    matched = ~past & (indep > 0)
+    ratio = _disagreement_ratio(table, n)
     head = "no matched accuracy"
-    if matched.any():
-        ratio = only[matched] / indep[matched]
-        head = (f"at {int(matched.sum())} matched accuracies exactly one ensemble is right on "
+    if len(ratio):
+        head = (f"at {len(ratio)} matched accuracies exactly one ensemble is right on "
                 f"{_r(ratio.min())}-{_r(ratio.max())} times the examples independent ensembles would be")
+        if reference is not None:
+            ref = _disagreement_ratio(reference, n)
+            if len(ref):
+                head += f" (two halves of one collection: {_r(ref.min())}-{_r(ref.max())})"
     rows = np.flatnonzero(past)
     if len(rows) < 2 or not past[-1]:
         return "untestable", head + f"; fewer than two rows past {weak}'s end, so the order past it is untested."
@@ -320,11 +348,14 @@ def superset_verdict(record_strong, record_weak, table, split="test", n_boot=S.N
     p_o, p_n = s1[only_weak].mean(), s1[neither].mean()
     word = "reproduced" if lo > 0 else "not reproduced"
     missed = int((w & ~s1).sum())
+    lost = int((w & s0 & ~s1).sum())
     return word, (f"{head}. Past {weak}'s end ({weak} at {_r(b[i1])}; {strong} from {_r(a[i0])} to {_r(a[i1])}), "
                   f"{strong} learns {p_o:.0%} of the {int(only_weak.sum())} examples only {weak} knew and "
                   f"{p_n:.0%} of the {int(neither.sum())} neither knew (difference {p_o - p_n:.2f} "
-                  f"[{lo:.2f}, {hi:.2f}]); it still misses {missed} of the {int(w.sum())} {weak} knows. "
-                  f"The paper's claim, the stronger first learns what the weaker knows: {word}.")
+                  f"[{lo:.2f}, {hi:.2f}]); it still misses {missed} of the {int(w.sum())} {weak} knows "
+                  f"({missed / w.sum():.0%}; {lost} of them it knew at the first row past the end). "
+                  f"The paper's claim, the stronger learns the weaker's examples first: {word}; that it learns "
+                  f"all of them: {'yes' if missed == 0 else 'no'}.")
 
 
 def learning_epoch_by_accessibility(record, split, width=0.05):

@@ -469,8 +469,8 @@ def matched_accuracy(table, label_a, label_b, title):
     past = table["past weaker's end"].to_numpy()
     if past.any():
         ax.axvline(x[past].min(), color="tab:gray", ls="--", lw=0.8)
-        ax.annotate("weaker one at its end", (x[past].min(), 0.5), rotation=90, fontsize=7, ha="right",
-                    color="tab:gray")
+        ax.annotate("weaker one at its end", (x[past].min(), 0.97), xycoords=ax.get_xaxis_transform(), rotation=90,
+                    fontsize=7, ha="right", va="top", color="tab:gray")
     ax.set_xlabel("ensemble accuracy (the stronger collection)")
     ax.set_ylabel("fraction of examples")
     return _finish_axes(fig, ax, title)

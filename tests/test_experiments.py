@@ -289,16 +289,19 @@ def test_order_verdict_reads_r_against_the_ceiling():
     def matrix(r01, r02, r12, rel=(0.9, 0.9, 0.9)):
         r = np.array([[np.nan, r01, r02], [r01, np.nan, r12], [r02, r12, np.nan]])
         ceiling = np.sqrt(np.outer(rel, rel))
-        return {"labels": ["a", "b", "c"], "pearson": r, "ceiling": ceiling, "ci": np.zeros((3, 3, 2)),
+        ci = np.stack([r - 0.01, r + 0.01], -1)  # each r's 95% interval
+        return {"labels": ["a", "b", "c"], "pearson": r, "ceiling": ceiling, "ci": ci,
                 "correlations": {(0, 1): {}, (0, 2): {}, (1, 2): {}}}
 
-    word, text = X.order_verdict(matrix(0.88, 0.85, 0.81), "one order")
+    # ceilings 0.9, so the threshold is 0.81
+    word, text = X.order_verdict(matrix(0.88, 0.85, 0.83), "one order")
     assert word == "reproduced" and "3 of 3" in text and "lowest for b vs c" in text
-    assert "above the threshold in 0 and below it in 3" in text  # the hand-built intervals are [0, 0]
-    assert X.order_verdict(matrix(0.88, 0.85, 0.5), "one order")[0] == "partly"  # 2 of 3 reach 0.81
-    assert X.order_verdict(matrix(0.88, 0.5, 0.5), "one order")[0] == "not reproduced"
+    assert "wholly above the threshold in 3, wholly below in 0" in text
+    assert X.order_verdict(matrix(0.88, 0.85, 0.81), "one order")[0] == "partly"  # [0.80, 0.82] undecided
+    assert X.order_verdict(matrix(0.88, 0.85, 0.5), "one order")[0] == "partly"  # 1 of 3 below
+    assert X.order_verdict(matrix(0.88, 0.5, 0.5), "one order")[0] == "not reproduced"  # 2 of 3 below
     word, text = X.order_verdict(matrix(0.88, 0.5, 0.5), "one order", pairs=[("b", "a")], paper_low=0.8)
-    assert word == "reproduced" and "accessibility r 0.880 [" in text and "0.8 in 1 of 1" in text
+    assert word == "reproduced" and "accessibility r 0.880 [0.87, 0.89]" in text and "0.8 in 1 of 1" in text
     with pytest.raises(ValueError, match="two different collections"):
         X.order_verdict({"labels": ["a"], "pearson": np.full((1, 1), np.nan), "ceiling": np.full((1, 1), np.nan),
                          "correlations": {}}, "one order")
@@ -328,7 +331,13 @@ def test_superset_verdict_reads_the_order_past_the_weakers_end():
     # S learns W's easiest tenth late (as if at difficulty 0.35-0.45), but before the examples W never knew
     later = rec([0.2, 0.3, 0.4, 0.5, 0.6], np.where(rank < 0.1, rank + 0.35, rank))
     word, text = X.superset_verdict(later, weak, X.matched_accuracy_table(later, weak, "test", "S", "W"))
-    assert word == "reproduced" and "learns 100% of the" in text, text
+    assert word == "reproduced" and "learns 100% of the" in text and "all of them: yes" in text, text
+    halves = X.half_collections(later)
+    assert [h.n_models for h in halves] == [2, 1] and np.array_equal(halves[1].predictions["test"][0],
+                                                                     later.predictions["test"][1])
+    ref = X.matched_accuracy_table(*halves, "test", "even", "odd")
+    word, text = X.superset_verdict(later, weak, X.matched_accuracy_table(later, weak, "test", "S", "W"), reference=ref)
+    assert "(two halves of one collection: 0.000-0.000)" in text  # identical members agree on every example
     word, text = X.superset_verdict(independent, weak, X.matched_accuracy_table(independent, weak, "test", "S", "W"))
     assert word == "not reproduced", text
     with pytest.raises(ValueError, match="pass the stronger collection first"):
