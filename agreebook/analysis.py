@@ -109,16 +109,30 @@ def _epochs_text(epochs):
     return "epochs " + ",".join(str(x) for x in e)
 
 
-def caption(record, split=None, scale=None):
-    """dataset, architecture, N, recorded epochs, split (examples) and scale, for a title."""
+def _caption_parts(record, split=None, scale=None):
+    """(dataset, [architecture, N, epochs], [split (examples), scale]) of a title."""
     m = record.meta
     dataset = m.get("dataset", "?") + (" (random labels)" if (m.get("config") or {}).get("random_labels") else "")
-    parts = [dataset, f"{m.get('arch', '?')}", f"N={record.n_models}", _epochs_text(record.epochs)]
+    where = []
     if split:
-        parts.append(f"{split} ({record.predictions[split].shape[2]} examples)")
+        where.append(f"{split} ({record.predictions[split].shape[2]} examples)")
     if scale or m.get("scale"):
-        parts.append(f"scale {scale or m.get('scale')}")
-    return ", ".join(parts)
+        where.append(f"scale {scale or m.get('scale')}")
+    return dataset, [f"{m.get('arch', '?')}", f"N={record.n_models}", _epochs_text(record.epochs)], where
+
+
+def caption(record, split=None, scale=None):
+    """dataset, architecture, N, recorded epochs, split (examples) and scale, for a title."""
+    dataset, model, where = _caption_parts(record, split, scale)
+    return ", ".join([dataset, *model, *where])
+
+
+def pair_caption(a, b, split=None, scale=None):
+    """``caption`` for two collections on the same data: each one's architecture, N and
+    recorded epochs, once the dataset, split and scale."""
+    dataset, ma, where = _caption_parts(a, split, scale)
+    mb = _caption_parts(b)[1]
+    return ", ".join([dataset, f"{ma[0]} ({', '.join(ma[1:])}) vs {mb[0]} ({', '.join(mb[1:])})", *where])
 
 
 def _plain(v):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics as M
-from .analysis import caption  # noqa: F401  (figure titles; notebooks call plots.caption)
+from .analysis import caption, pair_caption  # noqa: F401  (figure titles; notebooks call plots.caption)
 
 
 def _plt():

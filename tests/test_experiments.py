@@ -364,3 +364,12 @@ def test_protocol_table_compares_the_common_epochs():
         X.protocol_table(retrain, traj)
     with pytest.raises(ValueError, match="no common recorded epoch"):
         X.protocol_table(traj, rec((5,), "retrain"))
+
+
+def test_pair_caption_names_both_collections_once_the_data():
+    y = np.zeros(4, int)
+    a = Record({"test": np.zeros((3, 2, 4), np.int16)}, {"test": y}, (1, 2), meta={"dataset": "toy", "arch": "cnn"})
+    b = Record({"test": np.zeros((2, 3, 4), np.int16)}, {"test": y}, (1, 2, 3), meta={"dataset": "toy", "arch": "fc"})
+    assert plots.pair_caption(a, b, "test", "cpu") == \
+        "toy, cnn (N=3, epochs 1,2) vs fc (N=2, epochs 1-3), test (4 examples), scale cpu"
+    assert plots.caption(a, "test", "cpu") == "toy, cnn, N=3, epochs 1,2, test (4 examples), scale cpu"
