@@ -66,6 +66,11 @@ PRESET_TYPES = {
     "gabor_epochs": tuple,
     "random_label_models": int,  # §5.2: N of the random-label collection
     "random_label_epochs": tuple,  # §5.2: long enough to memorise the training set
+    # Suppl D: the paper trains a fresh set of N networks for every recorded extent; the book
+    # follows one run per network (trajectory).  A retrain collection of the main
+    # configuration at these epochs shows how the two compare
+    "protocol_models": int,
+    "protocol_epochs": tuple,
 }
 
 SCALES = {
@@ -76,7 +81,8 @@ SCALES = {
                   adaboost_learners=20, other_archs=("fc",), other_epochs=(1, 2, 4),
                   linear_pair=("small_st_vgg", "linear_small_st_vgg"), linear_epochs=(1, 2, 4),
                   gaussian_sets=("gaussian_0.05",), synthetic_sizes=(300, 150), synthetic_epochs=(1, 2, 4),
-                  gabor_sizes=(300, 150), gabor_epochs=(1, 2, 4), random_label_models=3, random_label_epochs=(1, 2, 4)),
+                  gabor_sizes=(300, 150), gabor_epochs=(1, 2, 4), random_label_models=3, random_label_epochs=(1, 2, 4),
+                  protocol_models=2, protocol_epochs=(1, 2)),
     # cpu: the paper's small-mammals regime, offline (issue 12): five similar CIFAR-10 animal
     # classes, 500 training images a class as in the paper's 2500, recorded from the first
     # epoch (near chance) to convergence, densely early where the order forms.
@@ -103,7 +109,9 @@ SCALES = {
                 synthetic_epochs=(1, 2, 3, 4, 6, 8, 12, 16), gabor_sizes=(1200, 1200),
                 gabor_epochs=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
                 # no dropout (Suppl B); epochs until the 2500 random labels are memorised
-                random_label_models=8, random_label_epochs=(1, 2, 4, 8, 16, 24, 32, 48, 64, 80)),
+                random_label_models=8, random_label_epochs=(1, 2, 4, 8, 16, 24, 32, 48, 64, 80),
+                # 6 x (1 + 2 + 4 + 8 + 16) member-epochs: about 19 minutes on 2 cores
+                protocol_models=6, protocol_epochs=(1, 2, 4, 8, 16)),
     "paper": dict(dataset="small_mammals", arch="", n_models=100, epochs=(1, 2, 4, 8, 16, 32, 64, 128), train_size=None,
                   test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   partition_dataset="fashion_mnist", partition_arch="st_vgg", partition_size=1000,
@@ -115,7 +123,8 @@ SCALES = {
                   gaussian_sets=tuple(GAUSSIAN_SHIFTS), synthetic_sizes=(None, None),
                   synthetic_epochs=(1, 2, 4, 8, 16, 32, 64, 128), gabor_sizes=(1200, 1200),
                   gabor_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
-                  random_label_models=100, random_label_epochs=(1, 2, 4, 8, 16, 32, 64, 128)),
+                  random_label_models=100, random_label_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
+                  protocol_models=100, protocol_epochs=(1, 2, 4, 8, 16, 32, 64, 128)),
 }
 
 # The paper's architectures (Suppl B): the MNIST net for the MNIST-like sets, st-VGG for the
@@ -298,6 +307,16 @@ class Chapter:
             elif fits(arch, self.dataset):
                 out[role] = (self, self.config(arch=arch, epochs=s["linear_epochs"]))
         return out
+
+    def protocols(self):
+        """Suppl D: {"trajectory": (Chapter, config), "retrain": (Chapter, config)}: the main
+        collection (one training run per network, recorded along it) and the same configuration
+        under the paper's protocol (fresh networks trained from scratch for every recorded
+        extent), with the preset's ``protocol_models`` and ``protocol_epochs``."""
+        s = self.sizes
+        return {"trajectory": (self, self.main_config()),
+                "retrain": (self, self.config(protocol="retrain", n_models=s["protocol_models"],
+                                              epochs=s["protocol_epochs"]))}
 
     def member_model(self, cfg=None, member=0):
         """A trained network of ``cfg`` (default: the main collection), kept in its run folder:

@@ -178,6 +178,18 @@ def test_partitions_follow_the_preset_or_the_named_dataset():
         small.partitions()
 
 
+def test_protocols_pair_the_main_collection_with_its_retrain_twin():
+    ch = book.setup(3, scale="smoke")
+    p = ch.protocols()
+    (_, traj), (_, retrain) = p["trajectory"], p["retrain"]
+    assert traj == ch.main_config() and traj.protocol == "trajectory" and retrain.protocol == "retrain"
+    assert (retrain.n_models, retrain.epochs) == (ch.sizes["protocol_models"], ch.sizes["protocol_epochs"])
+    # the same data and training otherwise
+    same = ("dataset", "arch", "lr", "batch_size", "train_size", "test_size", "seed", "data_seed")
+    assert all(getattr(traj, k) == getattr(retrain, k) for k in same)
+    assert ch.run_dir(traj) != ch.run_dir(retrain)
+
+
 NOTEBOOK_PARAMS = {"dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root", "embeddings"}
 
 
