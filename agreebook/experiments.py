@@ -198,6 +198,12 @@ def claim_table(results, paper_bimodal, splits=("train", "test"), alpha=ALPHA):
     return pd.DataFrame(rows).set_index(["collection", "read on"])
 
 
+def _span(values):
+    """"a-b" of the smallest and largest value, or "a" when they print alike."""
+    lo, hi = _r(np.min(values)), _r(np.max(values))
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
 # A pair of collections shares one order "up to noise" when its accessibility r reaches this share
 # of the pair's noise ceiling: each collection's split-half reliability caps the r any second
 # collection can show, so a raw r mixes the orders' difference with N and the number of epochs.
@@ -255,10 +261,10 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
         paper += f" ({dropped} pair(s) without a positive ceiling left out)"
     spread = (f"accessibility r {_r(r[0])}" if n == 1 else
               f"accessibility r {_r(r.min())}-{_r(r.max())} over the {n} pairs (median {_r(np.median(r))})")
+    lowest = "" if n == 1 else f", lowest for {labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}"
     return word, (f"{spread}{paper}; "
-                  f"against noise ceilings {_r(ceiling.min())}-{_r(ceiling.max())}, r reaches {share:.0%} of its "
-                  f"ceiling in {near} of {n} (r / ceiling {_r(ratio.min())}-{_r(ratio.max())}, lowest for "
-                  f"{labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}){firm}. The paper's claim, {claim}: {word}.")
+                  f"against noise ceilings of {_span(ceiling)}, r reaches {share:.0%} of its "
+                  f"ceiling in {near} of {n} (r / ceiling {_span(ratio)}{lowest}){firm}. The paper's claim, {claim}: {word}.")
 
 
 def half_collections(record):
@@ -315,12 +321,12 @@ def superset_verdict(record_strong, record_weak, table, split="test", reference=
     ratio = _disagreement_ratio(table, n)
     head = "no matched accuracy"
     if len(ratio):
-        head = (f"at {len(ratio)} matched accuracies exactly one ensemble is right on "
-                f"{_r(ratio.min())}-{_r(ratio.max())} times the examples independent ensembles would be")
+        head = (f"at {len(ratio)} matched accurac{'y' if len(ratio) == 1 else 'ies'} exactly one ensemble is "
+                f"right on {_span(ratio)} times the examples independent ensembles would be")
         if reference is not None:
             ref = _disagreement_ratio(reference, n)
             if len(ref):
-                head += f" (two halves of one collection: {_r(ref.min())}-{_r(ref.max())})"
+                head += f" (two halves of one collection: {_span(ref)})"
     rows = np.flatnonzero(past)
     if len(rows) < 2 or not past[-1]:
         return "untestable", head + f"; fewer than two rows past {weak}'s end, so the order past it is untested."
