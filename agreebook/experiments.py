@@ -43,8 +43,16 @@ def epoch_table(record, split, by_class=False):
         "mean TPa": a.tp_agreement_mean, "bimodality": a.bimodality, "bimodality 95% CI": _ci_text(a.bimodality_ci),
         "null bimodality": a.null_bimodality, p: _p_text(a.p_value, a.n_null_draws), **extra,
         "Agreement": a.agreement, "Agreement 95% CI": _ci_text(a.agreement_ci, 3), "null Agreement": a.null_agreement,
-        "error consistency": a.error_consistency, "kappa 95% CI": _ci_text(a.error_consistency_ci),
+        "error consistency": a.error_consistency, "kappa 95% CI": _kappa_ci_text(a),
     }).set_index("epoch")
+
+
+def _kappa_ci_text(a):
+    """The error consistency intervals as text; where a pair of models shares fewer than
+    stats.MIN_SHARED_ERRORS errors on average the bootstrap interval is degenerate and left
+    out (stats.error_consistency), which the cell says instead of staying blank."""
+    return [t if t or not np.isfinite(k) else f"none: < {S.MIN_SHARED_ERRORS} shared errors"
+            for t, k in zip(_ci_text(a.error_consistency_ci), a.error_consistency)]
 
 
 def bimodality_verdict(record, split, alpha=ALPHA, null="accuracy"):
@@ -435,7 +443,7 @@ def robustness_table(results, split="test"):
                      f"epochs with p<{ALPHA:g}": f"{int(a.significant().sum())}/{len(a.epochs)}",
                      f"largest p ({a.n_null_draws} null draws)": _p_text(np.nanmax(a.p_value), a.n_null_draws)[0],
                      "error consistency, last epoch": a.error_consistency[-1],
-                     "kappa 95% CI": _ci_text(a.error_consistency_ci[-1:])[0]})
+                     "kappa 95% CI": _kappa_ci_text(a)[-1]})
     return pd.DataFrame(rows).set_index("setting")
 
 
@@ -648,7 +656,7 @@ def minimum_bimodality_table(results, splits=("train", "test"), alpha=ALPHA):
                 "at epoch": int(a.epochs[i]), "null": a.null_bimodality[i], "class null": a.class_null_bimodality[i],
                 f"epochs p<{alpha:g}": f"{int(a.significant(alpha).sum())}/{len(a.epochs)}",
                 f"epochs p<{alpha:g}, class null": f"{int(a.significant(alpha, 'class').sum())}/{len(a.epochs)}",
-                "kappa": a.error_consistency[i], "kappa 95% CI": _ci_text(a.error_consistency_ci[i:i + 1])[0]})
+                "kappa": a.error_consistency[i], "kappa 95% CI": _kappa_ci_text(a)[i]})
     return pd.DataFrame(rows).set_index(["collection", "split"])
 
 

@@ -373,3 +373,13 @@ def test_pair_caption_names_both_collections_once_the_data():
     assert plots.pair_caption(a, b, "test", "cpu") == \
         "toy, cnn (N=3, epochs 1,2) vs fc (N=2, epochs 1-3), test (4 examples), scale cpu"
     assert plots.caption(a, "test", "cpu") == "toy, cnn, N=3, epochs 1,2, test (4 examples), scale cpu"
+
+
+def test_epoch_table_says_why_a_kappa_interval_is_missing():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    right = rng.random((4, 2, 400)) < np.array([0.5, 0.98])[None, :, None]  # few shared errors at epoch 2
+    rec = Record({"test": np.where(right, y, (y + 1) % 3).astype(np.int16)}, {"test": y}, (1, 2), meta={"n_classes": 3})
+    t = X.epoch_table(rec, "test")
+    assert t.loc[1, "kappa 95% CI"].startswith("[")
+    assert np.isfinite(t.loc[2, "error consistency"]) and t.loc[2, "kappa 95% CI"] == "none: < 5 shared errors"
