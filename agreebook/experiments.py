@@ -228,8 +228,9 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     0.78 across architectures, Fig 27b) a pair agrees when its r is at least that, and the
     ceiling reading is given beside it.  A pair agrees when the whole 95% interval of its r lies
     at or above the threshold, disagrees when it lies wholly below.  Reproduced when every pair
-    agrees, not reproduced when more than half disagree, else partly.  The sentence gives the range of r, its ceilings and r over
-    the ceiling.  pairs: the (label, label) pairs the claim is about (default: all).
+    agrees, not reproduced when more than half disagree, else partly.  The sentence gives the
+    range of r, its ceilings and r over the ceiling.  pairs: the (label, label) pairs the claim
+    is about (default: all).
     """
     labels = matrix["labels"]
     if pairs is not None:
@@ -263,8 +264,7 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     lo = int(np.argmin(ratio))
     paper = "" if paper_low is None else f"; r at least the paper's {paper_low:g} in {k} of {n}"
     if n == 1:
-        ci = matrix["ci"][pairs[0]]
-        paper = f" [{ci[0]:.2f}, {ci[1]:.2f}]" + paper
+        paper = f" [{ci[0, 0]:.2f}, {ci[0, 1]:.2f}]" + paper
     if dropped:
         paper += f" ({dropped} pair(s) without a positive ceiling left out)"
     spread = (f"accessibility r {_r(r[0])}" if n == 1 else
@@ -340,11 +340,14 @@ def superset_verdict(record_strong, record_weak, table, split="test", reference=
         return "untestable", head + f"; fewer than two rows past {weak}'s end, so the order past it is untested."
     i0, i1 = rows[0], rows[-1]
 
-    def right(rec, label, i):
-        e = int(table[f"epoch {label}"].iloc[i])
-        return M.majority_vote(rec.predictions[split])[int(np.searchsorted(rec.epochs, e))] == labels
+    votes = {strong: M.majority_vote(record_strong.predictions[split]), weak: M.majority_vote(record_weak.predictions[split])}
+    epochs = {strong: record_strong.epochs, weak: record_weak.epochs}
 
-    s0, s1, w = right(record_strong, strong, i0), right(record_strong, strong, i1), right(record_weak, weak, i1)
+    def right(label, i):  # the ensemble's correctness at row i of the table
+        e = int(table[f"epoch {label}"].iloc[i])
+        return votes[label][int(np.searchsorted(epochs[label], e))] == labels
+
+    s0, s1, w = right(strong, i0), right(strong, i1), right(weak, i1)
     only_weak, neither = w & ~s0, ~w & ~s0
     if not only_weak.any() or not neither.any():
         return "untestable", head + f"; at {weak}'s end no example is right for {weak} alone, or none for neither."
@@ -937,12 +940,8 @@ def adaboost_accessibility(correct):
 def half_split_correlation(record, split="test"):
     """Accessibility r (and p) between the even- and the odd-numbered members of one collection:
     the reference for how well two collections of the same learner agree."""
-    if record.n_models < 2:
-        raise ValueError(f"a half-split needs at least 2 models; the record has {record.n_models}")
-    preds, labels = record.predictions[split], record.labels[split]
-    a = M.accessibility(M.tp_agreement(preds[0::2], labels))
-    b = M.accessibility(M.tp_agreement(preds[1::2], labels))
-    return M.accessibility_correlation(a, b)
+    even, odd = half_collections(record)
+    return M.accessibility_correlation(*(M.accessibility(h.tp_agreement(split)) for h in (even, odd)))
 
 
 def matched_accuracy_table(record_a, record_b, split="test", label_a="A", label_b="B", tolerance=0.01):
