@@ -119,11 +119,12 @@ def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
     ``informative_epochs``; fewer than MIN_INFORMATIVE of them: untestable).  An epoch counts as
     bimodal when its score is below both nulls at level ``alpha`` (the paper's, each model's
     accuracy, and the class-matched one, each model's accuracy on every class, which a shared
-    class bias alone cannot beat) and below UNIFORM_BIMODALITY, the uniform distribution's:
-    beating the nulls alone also admits one broad hump.  The sentence gives each count.  With k of
-    n informative epochs more bimodal: a bimodal claim is reproduced when k = n, a not-bimodal
-    claim when k = 0; either is "partly" when k is on its side of n/2 or at it, and "not
-    reproduced" past it.  One-sided: a not-bimodal claim that holds says the collection is no
+    class bias alone cannot beat) and the whole 95% interval of its score lies below
+    UNIFORM_BIMODALITY, the uniform distribution's: beating the nulls alone also admits one
+    broad hump.  It counts as not bimodal when it does not beat both nulls or its interval lies
+    wholly at or above that score, and as undecided otherwise (as ``order_verdict`` grades r).
+    The sentence gives each count.  A claim is reproduced when every informative epoch is on
+    its side, not reproduced when more than half are firmly on the other, else partly.  One-sided: a not-bimodal claim that holds says the collection is no
     more bimodal than independent models, not that it resembles them (read the error
     consistency for that).  With E epochs each tested at ``alpha`` the chance of one false
     "more bimodal" under the null is at most E * alpha (0.1 for 10 epochs at 0.01).
@@ -139,8 +140,10 @@ def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
         where = (f"; most bimodal at epoch {c['best_epoch']}: {_r(c['best'])} [{_r(c['best_ci'][0])}, "
                  f"{_r(c['best_ci'][1])}] against {_r(c['best_null'])} (null) and "
                  f"{_r(c['best_class_null'])} (class-matched)")
-    return word, (f"{split}: bimodal (below both nulls, p < {alpha:g}, and below the uniform's "
-                  f"{UNIFORM_BIMODALITY:g}) at {c['bimodal']} of the {n} informative epochs "
+    undecided = (f", undecided at {c['undecided']} (below both nulls, its interval spanning "
+                 f"{UNIFORM_BIMODALITY:g})" if c["undecided"] else "")
+    return word, (f"{split}: bimodal (below both nulls, p < {alpha:g}, and the 95% interval below the uniform's "
+                  f"{UNIFORM_BIMODALITY:g}) at {c['bimodal']} of the {n} informative epochs{undecided} "
                   f"(mean accuracy {lo:.2f}-{hi:.2f}: epochs {c['epochs'][0]}-{c['epochs'][1]}; "
                   f"below the paper's null at {c['below_null']}, the class-matched one at "
                   f"{c['below_class_null']}, {UNIFORM_BIMODALITY:g} at {c['below_uniform']}){where}. "
@@ -152,7 +155,7 @@ def claim_counts(record, split, paper_bimodal, alpha=ALPHA):
     """The numbers behind ``claim_verdict``, for tables: a dict with ``verdict``; ``informative``
     (the number of informative epochs), ``band`` (their accuracy band), ``epochs`` (first and
     last informative epoch, or None), ``accuracy_range``; the counts of informative epochs
-    ``bimodal``, ``below_null``, ``below_class_null`` and ``below_uniform``; and the most
+    ``bimodal``, ``undecided``, ``below_null``, ``below_class_null`` and ``below_uniform``; and the most
     bimodal informative epoch: ``best_epoch``, ``best`` with ``best_ci``, ``best_null``,
     ``best_class_null``; and the least bimodal one (§4.2 quotes this "maximum Pearson
     bi-modality"): ``worst_epoch``, ``worst`` with ``worst_ci`` (None / NaN when there is none)."""
@@ -161,19 +164,26 @@ def claim_counts(record, split, paper_bimodal, alpha=ALPHA):
     paper, by_class = a.significant(alpha), a.significant(alpha, "class")
     with np.errstate(invalid="ignore"):
         two_modes = a.bimodality < UNIFORM_BIMODALITY
-    sig = paper & by_class & two_modes
+        # graded by the score's interval, as order_verdict grades r: an epoch is bimodal when it
+        # beats both nulls and its whole interval lies below the uniform's score, one mode when it
+        # does not beat them or its whole interval lies at or above it, undecided otherwise
+        firm_two = a.bimodality_ci[:, 1] < UNIFORM_BIMODALITY
+        firm_one = a.bimodality_ci[:, 0] >= UNIFORM_BIMODALITY
+    beats = paper & by_class
+    sig = beats & firm_two
+    not_bimodal = ~beats | firm_one
     ep = a.epochs
-    n, k = int(keep.sum()), int(sig[keep].sum())
+    n, k, k_not = int(keep.sum()), int(sig[keep].sum()), int(not_bimodal[keep].sum())
     if n < MIN_INFORMATIVE:
         word = "untestable"
     elif paper_bimodal:
-        word = "reproduced" if k == n else "partly" if 2 * k >= n else "not reproduced"
+        word = "reproduced" if k == n else "not reproduced" if 2 * k_not > n else "partly"
     else:
-        word = "reproduced" if k == 0 else "partly" if 2 * k <= n else "not reproduced"
+        word = "reproduced" if k_not == n else "not reproduced" if 2 * k > n else "partly"
     out = {"verdict": word, "informative": n, "band": (1 / record.n_classes + INFORMATIVE_MARGIN, INFORMATIVE_CEILING),
            "epochs": (int(ep[keep].min()), int(ep[keep].max())) if n else None,
            "accuracy_range": (float(a.accuracy_mean.min()), float(a.accuracy_mean.max())),
-           "bimodal": k, "below_null": int(paper[keep].sum()), "below_class_null": int(by_class[keep].sum()),
+           "bimodal": k, "undecided": n - k - k_not, "below_null": int(paper[keep].sum()), "below_class_null": int(by_class[keep].sum()),
            "below_uniform": int(two_modes[keep].sum()), "best_epoch": None, "best": np.nan,
            "best_ci": (np.nan, np.nan), "best_null": np.nan, "best_class_null": np.nan,
            "worst_epoch": None, "worst": np.nan, "worst_ci": (np.nan, np.nan)}
@@ -198,7 +208,8 @@ def claim_table(results, paper_bimodal, splits=("train", "test"), alpha=ALPHA):
         for split in splits:
             c = claim_counts(rec, split, paper_bimodal, alpha)
             rows.append({"collection": label, "read on": split, "verdict": c["verdict"],
-                         "bimodal at": f"{c['bimodal']} of {c['informative']}",
+                         "bimodal at": f"{c['bimodal']} of {c['informative']}"
+                                       + (f" ({c['undecided']} undecided)" if c["undecided"] else ""),
                          "most bimodal epoch": c["best_epoch"], "bimodality": c["best"],
                          "95% CI": _ci_text([c["best_ci"]])[0], "null": c["best_null"],
                          "class-matched null": c["best_class_null"], "least bimodal epoch": c["worst_epoch"],
@@ -218,7 +229,7 @@ def _span(values):
 CEILING_SHARE = 0.9
 
 
-def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None):
+def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None, whose="The paper's claim"):
     """("reproduced" | "partly" | "not reproduced", one sentence) for a claim that collections
     learn the examples in one order (§3.3: disjoint training sets; §4: architectures).
 
@@ -230,7 +241,8 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     at or above the threshold, disagrees when it lies wholly below.  Reproduced when every pair
     agrees, not reproduced when more than half disagree, else partly.  The sentence gives the
     range of r, its ceilings and r over the ceiling.  pairs: the (label, label) pairs the claim
-    is about (default: all).
+    is about (default: all).  whose: how the sentence names the claim (a claim of the book's,
+    not the paper's, says so).
     """
     labels = matrix["labels"]
     if pairs is not None:
@@ -247,7 +259,7 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     dropped = len(pairs) - len(usable)
     if not usable:
         return "untestable", (f"no pair has a positive noise ceiling (a collection's split-half reliability is "
-                              f"not above 0), so r cannot be read against one. The paper's claim, {claim}: untestable.")
+                              f"not above 0), so r cannot be read against one. {whose}, {claim}: untestable.")
     pairs = usable
     r = np.array([matrix["pearson"][i, j] for i, j in pairs])
     ceiling = np.array([matrix["ceiling"][i, j] for i, j in pairs])
@@ -272,7 +284,7 @@ def order_verdict(matrix, claim, share=CEILING_SHARE, paper_low=None, pairs=None
     lowest = "" if n == 1 else f", lowest for {labels[pairs[lo][0]]} vs {labels[pairs[lo][1]]}"
     return word, (f"{spread}{paper}; "
                   f"against noise ceilings of {_span(ceiling)}, r reaches {share:.0%} of its "
-                  f"ceiling in {near} of {n} (r / ceiling {_span(ratio)}{lowest}){firm}. The paper's claim, {claim}: {word}.")
+                  f"ceiling in {near} of {n} (r / ceiling {_span(ratio)}{lowest}){firm}. {whose}, {claim}: {word}.")
 
 
 def half_collections(record):
@@ -375,31 +387,58 @@ def superset_verdict(record_strong, record_weak, table, split="test", reference=
                   f"all of them: {'yes' if missed == 0 else 'no'}.")
 
 
-def learning_epoch_by_accessibility(record, split, width=0.05):
-    """Fig 6: how late examples are learned, in accessibility bins of ``width``.
+def learning_epoch_by_accessibility(record, split, share=0.05, held_out=True, n_boot=S.N_BOOT,
+                                    level=S.LEVEL, seed=0):
+    """Fig 6: the epoch at which examples are learned, for the examples sorted by accessibility
+    and cut into bins of ``share`` of them (5%: 20 bins of equal size, as the paper's boxes).
 
-    Returns a dict of arrays over bins: ``lo``, ``hi`` (bin edges), ``n`` (examples in the
-    bin), ``mean`` and ``sd`` of the learning epoch over the (model, example) pairs whose model
-    is right at the last recorded epoch, and ``never`` (fraction of pairs not learned).
+    The learning epoch of a (model, example) pair is the first recorded epoch from which the
+    model stays right (``metrics.learning_epoch``); a pair still wrong at the last recorded
+    epoch counts as learned after it, so the median stays defined while fewer than half of a
+    bin's pairs are unlearned.  With ``held_out`` the accessibility that sorts the examples
+    comes from the even-numbered models and the learning epochs from the odd-numbered ones,
+    so a bin's low learning epoch is not the same models' high TP-agreement read twice.
+
+    Returns a dict of arrays over bins: ``acc_lo``, ``acc_hi`` (accessibility range of the
+    bin), ``n`` (examples), ``median`` (median learning epoch over the bin's pairs; inf where
+    more than half are unlearned), ``ci`` (k, 2) its bootstrap interval resampling the bin's
+    examples, ``q25``, ``q75`` (quartiles over pairs: the spread between models and
+    examples), ``never`` (fraction of pairs unlearned), and ``models`` (how many models gave
+    the learning epochs).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> y = rng.integers(0, 2, 400)
+        >>> p = np.stack([np.stack([np.where(rng.random(400) < 0.5 + 0.2 * e, y, 1 - y) for e in range(3)])
+        ...               for _ in range(4)])
+        >>> from agreebook.record import Record
+        >>> b = learning_epoch_by_accessibility(Record({"test": p}, {"test": y}, [1, 2, 3]), "test")
+        >>> len(b["median"]), int(b["n"].sum())
+        (20, 400)
     """
     preds, labels = record.predictions[split], record.labels[split]
-    acc = M.accessibility(M.tp_agreement(preds, labels))
-    le = M.learning_epoch(preds, labels, record.epochs)  # (n_models, n_examples)
-    edges = np.round(np.arange(0, 1 + width / 2, width), 10)
-    which = np.clip(np.searchsorted(edges, acc, side="right") - 1, 0, len(edges) - 2)
-    k = len(edges) - 1
-    out = {"lo": edges[:-1], "hi": edges[1:], "n": np.zeros(k, int), "mean": np.full(k, np.nan),
-           "sd": np.full(k, np.nan), "never": np.full(k, np.nan)}
-    for b in range(k):
-        cols = which == b
-        out["n"][b] = cols.sum()
-        if not cols.any():
+    sort_by, timed = (preds[0::2], preds[1::2]) if held_out and record.n_models >= 2 else (preds, preds)
+    acc = M.accessibility(M.tp_agreement(sort_by, labels))
+    le = M.learning_epoch(timed, labels, record.epochs)  # (models, examples), NaN: not learned
+    le = np.where(np.isnan(le), np.inf, le)
+    order = np.argsort(acc, kind="stable")
+    k = max(1, int(round(1 / share)))
+    groups = np.array_split(order, k)
+    rng = np.random.default_rng(seed)
+    out = {key: np.full(k, np.nan) for key in ("acc_lo", "acc_hi", "median", "q25", "q75", "never")}
+    out["n"], out["ci"], out["models"] = np.zeros(k, int), np.full((k, 2), np.nan), timed.shape[0]
+    for b, cols in enumerate(groups):
+        out["n"][b] = len(cols)
+        if not len(cols):
             continue
-        v = le[:, cols].ravel()
-        learned = v[~np.isnan(v)]
-        out["never"][b] = 1 - len(learned) / len(v)
-        if len(learned):
-            out["mean"][b], out["sd"][b] = learned.mean(), learned.std()
+        v = le[:, cols]
+        out["acc_lo"][b], out["acc_hi"][b] = acc[cols].min(), acc[cols].max()
+        out["median"][b], out["q25"][b], out["q75"][b] = np.quantile(v, [0.5, 0.25, 0.75], method="lower")
+        out["never"][b] = np.isinf(v).mean()
+        draws = rng.integers(0, len(cols), (n_boot, len(cols)))
+        meds = np.quantile(v[:, draws].transpose(1, 0, 2).reshape(n_boot, -1), 0.5, axis=1, method="lower")
+        # medians of recorded epochs (or inf): an order statistic, so the interval's ends are too
+        out["ci"][b] = np.quantile(meds, [(1 - level) / 2, (1 + level) / 2], method="lower")
     return out
 
 
@@ -567,37 +606,120 @@ def tp_agreement_correlations(a, b, split="test", epochs=None):
 
 
 def out_of_sample_agreement(record, epoch_index=-1, n_null=20000, seed=0):
-    """§3.4: Agreement on every split at one recorded epoch, with its null.
-
-    The test split's null is the matched-accuracy one (metrics.null_agreement); the
-    unlabelled out-of-sample splits' null keeps each model's label frequencies on those
-    inputs (metrics.null_agreement_unlabelled).  Returns {split: (observed (n,), null (n_null,))}.
-    """
+    """§3.4: Agreement on the test set and on every out-of-sample split at one recorded epoch,
+    each with the same null: independent models that keep each model's label frequencies on
+    those inputs (``metrics.null_agreement_unlabelled``; the test set's matched-accuracy null
+    is §3.1's).  Returns {split: (observed (n,), null (n_null,))}, the splits from the most to
+    the least natural (``naturalness_order``)."""
     e = epoch_index % record.n_epochs
     out = {}
-    for split in record.splits:
-        if split == "train":
-            continue
+    for split in naturalness_order(record):
         preds = record.predictions[split][:, e:e + 1]
-        obs = M.agreement(preds)[0]
-        if split in record.labelled_splits:
-            null = M.null_agreement(M.accuracies(preds, record.labels[split]), record.n_classes, n_null, seed)[0]
-        else:
-            null = M.null_agreement_unlabelled(preds, n_null, seed)[0]
-        out[split] = (obs, null)
+        out[split] = (M.agreement(preds)[0], M.null_agreement_unlabelled(preds, n_null, seed)[0])
     return out
 
 
-def out_of_sample_table(results, level=S.LEVEL, seed=0):
-    """§3.4 as a table: per split, mean Agreement with its 95% bootstrap interval (resampling
-    the split's inputs) against the null's mean.  results: ``out_of_sample_agreement``'s."""
+def naturalness_order(record):
+    """The test split, then the other-domain natural inputs (ood_<dataset>), then Gaussian
+    noise: the order in which §3.4 expects Agreement to fall."""
+    rank = {"test": 0, "ood_noise": 2}
+    return sorted((s for s in record.splits if s != "train"), key=lambda s: rank.get(s, 1))
+
+
+def _mean_draws(values, n_boot, rng):
+    v = np.asarray(values, float)
+    return v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
+
+
+def out_of_sample_table(record, results, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
+    """§3.4 as a table, a row per split from the most to the least natural: mean Agreement with
+    its bootstrap interval (resampling the split's inputs), the paper's reference (Fig 7a: N
+    models assigning labels uniformly at random), the label-frequency null, and how far the
+    observed Agreement goes from that null towards full agreement, (obs - null) / (1 - null),
+    with its interval: a share that the inputs' one dominant label cannot produce by itself.
+    results: ``out_of_sample_agreement``'s.  ``attrs["draws"]`` keeps the bootstrap means for
+    ``out_of_sample_verdict``."""
     import pandas as pd
-    rows = []
+    rng = np.random.default_rng(seed)
+    k, n = record.n_classes, record.n_models
+    uniform = M.null_agreement(np.full((n, 1), 1 / k), k, 20000, seed)[0].mean()
+    rows, draws = [], {}
     for split, (obs, null) in results.items():
-        ci = S.mean_ci(obs[None], level=level, seed=seed)["ci"][0]
-        rows.append({"split": split, "inputs": len(obs), "mean Agreement": obs.mean(),
-                     "95% CI": _ci_text([ci], 3)[0], "null": null.mean()})
-    return pd.DataFrame(rows).set_index("split")
+        d = _mean_draws(obs, n_boot, rng)
+        share = (d - null.mean()) / (1 - null.mean()) if null.mean() < 1 else np.full_like(d, np.nan)
+        draws[split] = (d, share)
+        ci = S.percentile_interval(d[:, None], level)[0]
+        sci = S.percentile_interval(share[:, None], level)[0]
+        rows.append({"split": split, "inputs": len(obs), "mean Agreement": obs.mean(), "95% CI": _ci_text([ci], 3)[0],
+                     "random labels (paper's reference)": uniform, "label-frequency null": null.mean(),
+                     "share of the way from that null to 1": (obs.mean() - null.mean()) / (1 - null.mean())
+                     if null.mean() < 1 else np.nan, "its 95% CI": _ci_text([sci], 3)[0]})
+    t = pd.DataFrame(rows).set_index("split")
+    t.attrs.update(draws=draws, uniform=uniform, level=level)
+    return t
+
+
+def out_of_sample_verdict(table):
+    """§3.4's two claims, read from ``out_of_sample_table``: Agreement "is always higher than the
+    Agreement that would be achieved by a random assignment of labels" (every split's interval
+    above the uniform reference), and "the more natural the images are and the more similar the
+    distributions of the train and test images are, the higher the Agreement is" (each split's
+    mean above the next less natural one's: the interval of the difference of the two means
+    above 0; below 0 contradicts it).  The ordering is also read on the share of the way from
+    the label-frequency null, which discounts a split where every model gives one label.
+    Returns ({"above random": word, "order": word}, [sentences])."""
+    level = table.attrs["level"]
+    draws, uniform = table.attrs["draws"], table.attrs["uniform"]
+    splits = list(table.index)
+    lows = {s: S.percentile_interval(draws[s][0][:, None], level)[0][0] for s in splits}
+    above = [s for s in splits if lows[s] > uniform]
+    means = ", ".join(f"{s} {_r(table.loc[s, 'mean Agreement'])}" for s in splits)
+    above_word = "reproduced" if len(above) == len(splits) else "not reproduced"
+    first = (f"Higher than random labels ({_r(uniform)}, the paper's reference): {len(above)} of the {len(splits)} "
+             f"input sets ({means}); the paper's claim: {above_word}.")
+
+    def steps(which):
+        out = []
+        for a, b in zip(splits, splits[1:]):
+            lo, hi = S.percentile_interval((draws[a][which] - draws[b][which])[:, None], level)[0]
+            rel = "above" if lo > 0 else "below" if hi < 0 else "indistinguishable from"
+            out.append((rel, f"{a} {rel} {b} ({_r(lo)} to {_r(hi)})"))
+        return out
+
+    raw, shared = steps(0), steps(1)
+    rels = [r for r, _ in raw]
+    word = "reproduced" if all(r == "above" for r in rels) else "not reproduced" if "below" in rels else "partly"
+    second = (f"Falling from the most to the least natural inputs, mean Agreement: "
+              f"{'; '.join(t for _, t in raw)} (95% interval of the difference); the paper's claim: {word}.")
+    third = (f"On the share of the way from the label-frequency null to full agreement: "
+             f"{'; '.join(t for _, t in shared)}.")
+    return {"above random": above_word, "order": word}, [first, second, third]
+
+
+def mistake_table(record, split, n_draws=20, seed=0):
+    """Per recorded epoch: do the wrong models give the same wrong label?  Over the examples
+    at least two models get wrong, the mean of ``metrics.mistake_agreement`` with its 95%
+    bootstrap interval (resampling those examples), against independent models that keep who
+    is wrong where and draw their wrong label from their own confusions of the example's class
+    ("confusion-matched null") or uniformly among the other classes (the paper's null
+    classifier).  Reads "the same mistakes" apart from Agreement, which mixes them with the
+    shared correct answers."""
+    import pandas as pd
+    preds, labels = record.predictions[split], record.labels[split]
+    obs = M.mistake_agreement(preds, labels, record.n_classes)
+    conf = M.null_mistake_agreement(preds, labels, record.n_classes, n_draws, seed)
+    unif = M.null_mistake_agreement(preds, labels, record.n_classes, n_draws, seed, confusion=False)
+    rows = []
+    for e, epoch in enumerate(record.epochs):
+        ok = ~np.isnan(obs[e])
+        if ok.sum() < 2:
+            rows.append({"epoch": epoch, "examples with 2+ wrong": int(ok.sum())})
+            continue
+        ci = S.mean_ci(obs[e][ok][None], seed=seed)["ci"][0]
+        rows.append({"epoch": epoch, "examples with 2+ wrong": int(ok.sum()), "same wrong label": obs[e][ok].mean(),
+                     "95% CI": _ci_text([ci], 3)[0], "confusion-matched null": conf[e][ok].mean(),
+                     "uniform null": unif[e][ok].mean()})
+    return pd.DataFrame(rows).set_index("epoch")
 
 
 def score_examples(record, split, epoch_index=-1, n_examples=6, n_shown_models=6):
@@ -935,6 +1057,69 @@ def adaboost_stages(x_train, y_train, x_test, y_test, n_learners=100, seed=0, al
 def adaboost_accessibility(correct):
     """AdaBoost's accessibility: each test example's correctness averaged over the stages."""
     return np.asarray(correct, float).mean(0)
+
+
+def stage_climb(correct, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
+    """Fig 31: does a staged learner's test accuracy climb?  correct: (n_stages, n_examples)
+    bool.  Returns ``first``, ``last``, ``best`` (accuracies) and ``gain`` = last - first with
+    ``gain_ci``, its bootstrap interval (the same test examples resampled for both stages)."""
+    c = np.asarray(correct, float)
+    diff = c[-1] - c[0]
+    ci = S.mean_ci(diff[None], n_boot=n_boot, level=level, seed=seed)["ci"][0]
+    return {"first": c[0].mean(), "last": c[-1].mean(), "best": c.mean(1).max(), "gain": diff.mean(),
+            "gain_ci": tuple(map(float, ci))}
+
+
+def learner_comparison(record, learners, split="test", seed=0):
+    """§6 (Fig 11): a network collection's accessibility against other learners' on the same
+    examples.  learners: {label: (n_stages, n_examples) bool correctness after every stage}
+    (``adaboost_stages``' "correct"); a learner's accessibility is its correctness averaged over
+    the stages.  One row per learner: Pearson r and Spearman rho with 95% intervals; the partial
+    r with both learners' final correctness taken out (the networks' TP-agreement at the last
+    epoch, the learner's last stage), which asks whether they agree on *when* examples are
+    learned beyond agreeing on *which* are learned at the end; the networks' noise ceiling
+    (the square root of their split-half reliability: a deterministic learner adds no noise of
+    its own) and r over it.  A first row "networks, two halves" gives the reference."""
+    import pandas as pd
+    from .analysis import analyze
+    net = M.accessibility(record.tp_agreement(split))
+    final = record.tp_agreement(split)[-1]
+    ceiling = float(np.sqrt(max(analyze(record, split).reliability, 0)))
+    even, odd = half_collections(record)
+    halves = S.correlation(*(M.accessibility(h.tp_agreement(split)) for h in (even, odd)), seed=seed)
+    rows = [{"learner": "networks, two halves", "Pearson r": halves["pearson"],
+             "r 95% CI": _ci_text([halves["pearson_ci"]])[0], "Spearman rho": halves["spearman"],
+             "rho 95% CI": _ci_text([halves["spearman_ci"]])[0]}]
+    for label, correct in learners.items():
+        acc = adaboost_accessibility(correct)
+        c = S.correlation(net, acc, seed=seed)
+        pr = S.partial_correlation(net, acc, np.stack([final, np.asarray(correct[-1], float)], 1), seed=seed)
+        rows.append({"learner": label, "Pearson r": c["pearson"], "r 95% CI": _ci_text([c["pearson_ci"]])[0],
+                     "Spearman rho": c["spearman"], "rho 95% CI": _ci_text([c["spearman_ci"]])[0],
+                     "partial r (final correctness out)": pr["r"], "partial r 95% CI": _ci_text([pr["ci"]])[0],
+                     "noise ceiling": ceiling, "r / ceiling": c["pearson"] / ceiling if ceiling > 0 else np.nan,
+                     "_ci": c["pearson_ci"]})
+    t = pd.DataFrame(rows).set_index("learner")
+    t.attrs["ci"] = t.pop("_ci").to_dict()
+    t.attrs["ceiling"] = ceiling
+    return t
+
+
+def different_order_verdict(table, learner, paper_r, share=CEILING_SHARE):
+    """("reproduced" | "partly" | "not reproduced", sentence) for §6: another learner orders the
+    examples differently from the networks (the paper: r = ``paper_r``).  Read against the
+    networks' noise ceiling as ``order_verdict`` reads a pair: reproduced when the whole 95%
+    interval of r lies below ``share`` of the ceiling, not reproduced when it lies at or above
+    it, partly otherwise; the sentence sets r beside the paper's value and the partial r."""
+    row = table.loc[learner]
+    lo, hi = table.attrs["ci"][learner]
+    bar = share * table.attrs["ceiling"]
+    word = "reproduced" if hi < bar else "not reproduced" if lo >= bar else "partly"
+    return word, (f"{learner}: accessibility r with the networks {_r(row['Pearson r'])} [{lo:.2f}, {hi:.2f}] "
+                  f"(the paper: {paper_r:g}), {_r(row['r / ceiling'])} of the networks' noise ceiling "
+                  f"{_r(table.attrs['ceiling'])}; with both learners' final correctness partialled out "
+                  f"{_r(row['partial r (final correctness out)'])} {row['partial r 95% CI']}. The paper's claim, "
+                  f"a different order (r below {share:.0%} of the ceiling): {word}.")
 
 
 def half_split_correlation(record, split="test"):

@@ -467,6 +467,68 @@ def null_agreement_unlabelled(predictions, n_samples=20000, seed=0):
     return out
 
 
+def _largest_wrong_share(wrong_labels, wrong, n_classes):
+    """(n_examples,) the largest fraction of an example's wrong models giving one label; NaN
+    where fewer than two models are wrong.  wrong_labels, wrong: (n_models, n_examples)."""
+    n_models, n_examples = wrong.shape
+    idx = (np.arange(n_examples)[None, :] * n_classes + wrong_labels)[wrong]
+    counts = np.bincount(idx, minlength=n_examples * n_classes).reshape(n_examples, n_classes)
+    w = wrong.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w >= 2, counts.max(1) / w, np.nan)
+
+
+def mistake_agreement(predictions, labels, n_classes):
+    """Do the models make the *same* mistakes?  Among the models wrong on an example, the
+    largest fraction giving one (wrong) label: 1 when every wrong model gives the same one.
+
+    predictions: (n_models, n_epochs, n_examples); labels: (n_examples,).  Returns
+    (n_epochs, n_examples) float64, NaN where fewer than two models are wrong.
+
+    Example:
+        >>> p = np.array([[[1, 0]], [[1, 2]], [[2, 1]]])  # 3 models, 1 epoch, 2 examples of class 0
+        >>> mistake_agreement(p, np.array([0, 0]), 3)
+        array([[0.66666667, 0.5       ]])
+    """
+    preds, labels = _check_predictions(predictions, labels)
+    out = np.empty(preds.shape[1:])
+    for e in range(preds.shape[1]):
+        out[e] = _largest_wrong_share(preds[:, e], preds[:, e] != labels, n_classes)
+    return out
+
+
+def null_mistake_agreement(predictions, labels, n_classes, n_draws=20, seed=0, confusion=True):
+    """``mistake_agreement`` of independent models that keep the observed pattern of who is
+    wrong on which example and draw their wrong label on their own: from each model's confusion
+    row of the example's class at that epoch (``confusion``; the mistakes every model shares
+    through similar classes are then in the null), or uniformly among the other classes (the
+    paper's null classifier).  Returns (n_epochs, n_examples), the mean over ``n_draws`` draws
+    (NaN where fewer than two models are wrong)."""
+    preds, labels = _check_predictions(predictions, labels)
+    n_models, n_epochs, n_examples = preds.shape
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n_epochs, n_examples))
+    for e in range(n_epochs):
+        p = preds[:, e]
+        wrong = p != labels
+        if confusion:
+            # cum[m, y]: model m's cumulative distribution of wrong labels on class y
+            counts = np.zeros((n_models, n_classes, n_classes))
+            for m in range(n_models):
+                np.add.at(counts[m], (labels[wrong[m]], p[m, wrong[m]]), 1)
+            rows = counts.sum(2, keepdims=True)
+            uniform = (1 - np.eye(n_classes)) / (n_classes - 1)
+            cum = np.cumsum(np.where(rows > 0, counts / np.maximum(rows, 1), uniform[None]), axis=2)
+        for _ in range(n_draws):
+            if confusion:
+                u = rng.random((n_models, n_examples))[..., None]
+                draw = (u > cum[np.arange(n_models)[:, None], labels[None, :]]).sum(2)
+            else:
+                draw = (labels + rng.integers(1, n_classes, (n_models, n_examples))) % n_classes
+            out[e] += _largest_wrong_share(np.minimum(draw, n_classes - 1), wrong, n_classes)
+    return out / n_draws
+
+
 # --- comparing collections -------------------------------------------------------------------
 
 def accessibility_correlation(a, b):

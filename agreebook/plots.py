@@ -176,16 +176,17 @@ def agreement_histograms(analysis):
     return _finish_grid(fig, axes, f"Agreement per epoch, null overlaid - {a.caption}")
 
 
-def _agreement_bars(ax, o, q, n, label="observed", color="tab:blue"):
+def _agreement_bars(ax, o, q, n, label="observed", color="tab:blue", null_label="null"):
     """Bars of the observed fractions o (n + 1,) of examples at each Agreement k/n, the null's q."""
     x = np.arange(n + 1) / n
     ax.bar(x, o, width=0.8 / n, color=color, label=label)
-    ax.plot(x, q, "o-", color="tab:red", ms=2.5, lw=1, label="null")
+    ax.plot(x, q, "o-", color="tab:red", ms=2.5, lw=1, label=null_label)
     ax.set_xlabel("Agreement")
 
 
 def out_of_sample_agreement(record, results, scale=None):
-    """Agreement on the test set and on out-of-sample inputs, each with its null (Fig 7).
+    """Agreement on the test set and on out-of-sample inputs, each with the null that keeps every
+    model's label frequencies on those inputs (Fig 7).
 
     results: experiments.out_of_sample_agreement(record, ...)."""
     from .analysis import shares
@@ -195,7 +196,8 @@ def out_of_sample_agreement(record, results, scale=None):
     for ax, (split, (obs, null)) in zip(axes.flat, results.items()):
         n = record.n_models
         _agreement_bars(ax, shares(obs[None], n)[0], shares(null[None], n)[0], n,
-                        label=f"observed (mean {obs.mean():.2f})")
+                        label=f"observed (mean {obs.mean():.2f})",
+                        null_label=f"label-frequency null (mean {null.mean():.2f})")
         ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
         ax.legend(fontsize=7)
     axes.flat[0].set_ylabel("fraction of examples")
@@ -206,38 +208,65 @@ def out_of_sample_agreement(record, results, scale=None):
 
 
 def learning_epoch_by_accessibility(record, split, bins, scale=None):
-    """Mean learning epoch per accessibility bin, with the fraction never learned (Fig 6).
-
-    bins: experiments.learning_epoch_by_accessibility(record, split)."""
+    """Median learning epoch per 5% of the examples sorted by accessibility, with the median's
+    interval as a box and the quartiles over (model, example) pairs as whiskers; the fraction
+    never learned as grey bars (Fig 6).  bins: experiments.learning_epoch_by_accessibility."""
     plt = _plt()
-    mid = (bins["lo"] + bins["hi"]) / 2
-    ok = bins["n"] > 0
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.errorbar(mid[ok], bins["mean"][ok], yerr=bins["sd"][ok], fmt="o-", ms=3, capsize=2,
-                label="learning epoch (mean, sd over models)")
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("accessibility (bins of 5%)")
-    ax.set_ylabel("learning epoch")
+    k = len(bins["n"])
+    x = (np.arange(k) + 0.5) / k * 100
+    w = 100 / k
+    ep = np.asarray(record.epochs, float)
+    top = ep[-1] * 1.5  # "not learned by the last recorded epoch" drawn above the axis' last tick
+    clip = lambda v: np.where(np.isinf(v), top, v)  # noqa: E731
+    med, lo, hi = clip(bins["median"]), clip(bins["ci"][:, 0]), clip(bins["ci"][:, 1])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
     ax2 = ax.twinx()
-    ax2.bar(mid[ok], bins["never"][ok], width=0.8 * (bins["hi"] - bins["lo"])[ok], alpha=0.25,
-            color="tab:gray", label="never learned (fraction)")
+    ax2.bar(x, bins["never"], width=0.9 * w, color="tab:gray", alpha=0.25, label="never learned (fraction of pairs)")
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("fraction never learned")
-    fig.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.9))
-    ax.set_title(_wrap(f"Learning epoch by accessibility - {caption(record, split, scale)}", 6), fontsize=9)
-    fig.tight_layout()
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.vlines(x, clip(bins["q25"]), clip(bins["q75"]), color="tab:blue", lw=1, alpha=0.6,
+              label="quartiles over (model, example) pairs")
+    ax.bar(x, hi - lo, bottom=lo, width=0.6 * w, color="tab:blue", alpha=0.35, label="95% CI of the median")
+    ax.hlines(med, x - 0.3 * w, x + 0.3 * w, color="tab:orange", lw=2.5, label="median learning epoch")
+    ax.set_yscale("log", base=2)
+    ticks = [e for e in ep if e in (1, 2, 4, 8, 16, 32, 64, 128, 256) or e == ep[-1]]
+    ax.set_yticks(ticks + [top], [f"{e:g}" for e in ticks] + ["never"])
+    ax.set_ylim(ep[0] / 1.3, top * 1.3)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("examples sorted by accessibility, in bins of 5% (least accessible left)")
+    ax.set_ylabel("learning epoch")
+    held = f"; accessibility of {record.n_models - bins['models']} models, epochs of the other {bins['models']}" \
+        if bins["models"] < record.n_models else ""
+    ax.set_title(_wrap(f"Learning epoch by accessibility{held} - {caption(record, split, scale)}", 7), fontsize=9)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, fontsize=7, ncol=2, loc="lower center", frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
-def accessibility_scatter(a, b, label_a, label_b, title, corr=None):
+def accessibility_scatter(a, b, label_a, label_b, title, corr=None, bins=0):
     """Accessibility of the same examples under two collections (Fig 8b-d, 24).
 
     corr: their ``stats.correlation`` (Pearson and Spearman with intervals), printed under
-    the title; the figure computes none itself."""
+    the title; the figure computes none itself.  bins: with k > 0, also the mean of b with its
+    standard error in k equal bins of a (the paper's Fig 11 matches each AdaBoost
+    accessibility with the mean network accessibility and its standard error)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     rng = np.random.default_rng(0)  # jitter only for the eye: accessibility is on a grid
     ax.scatter(a + rng.uniform(-0.01, 0.01, len(a)), b + rng.uniform(-0.01, 0.01, len(b)), s=4, alpha=0.35)
+    if bins:
+        which = np.minimum((np.asarray(a) * bins).astype(int), bins - 1)
+        n = np.bincount(which, minlength=bins)
+        ok = n >= 2
+        mean = np.bincount(which, b, bins)[ok] / n[ok]
+        sd = np.sqrt(np.maximum(np.bincount(which, np.asarray(b) ** 2, bins)[ok] / n[ok] - mean ** 2, 0))
+        ax.errorbar((np.arange(bins)[ok] + 0.5) / bins, mean, yerr=sd / np.sqrt(n[ok] - 1), fmt="o-",
+                    color="tab:red", ms=3, capsize=2, lw=1, label=f"mean of y per bin of x, ± s.e.")
+        ax.legend(fontsize=7, loc="upper left")
     ax.plot([0, 1], [0, 1], color="tab:gray", lw=0.8)
     ax.set_xlabel(f"accessibility: {label_a}")
     ax.set_ylabel(f"accessibility: {label_b}")
@@ -252,12 +281,17 @@ def accessibility_scatter(a, b, label_a, label_b, title, corr=None):
 def correlation_matrix(m, title):
     """Accessibility correlations among collections (experiments.correlation_matrix): each
     pair's Pearson r, and under it the pair's noise ceiling; the diagonal gives each
-    collection's split-half reliability.  Beyond 8 collections the cells carry no text."""
+    collection's split-half reliability.  The colour is r over the ceiling, the share of the
+    agreement the collections' noise allows that the pair shows (r itself crowds near 1 and
+    would colour every cell alike).  Beyond 8 collections the cells carry no text."""
     plt = _plt()
     k = len(m["labels"])
     side = min(1.3 * k + 2.4, 12)
     fig, ax = plt.subplots(figsize=(side, min(1.1 * k + 1.8, 11)))
-    im = ax.imshow(m["pearson"], vmin=-1, vmax=1, cmap="RdBu_r")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = m["pearson"] / m["ceiling"]
+    low = min(0.5, np.floor(np.nanmin(ratio) * 10) / 10) if np.isfinite(ratio).any() else 0.5
+    im = ax.imshow(np.ma.masked_invalid(ratio), vmin=low, vmax=1, cmap="viridis")
     if k <= 8:
         for i in range(k):
             for j in range(k):
@@ -265,13 +299,13 @@ def correlation_matrix(m, title):
                     text, color = f"rel.\n{m['reliability'][i]:.2f}", "black"
                 else:
                     text = f"{m['pearson'][i, j]:.2f}\nceil. {m['ceiling'][i, j]:.2f}"
-                    color = "white" if abs(m["pearson"][i, j]) > 0.6 else "black"
+                    color = "black" if ratio[i, j] > low + 0.7 * (1 - low) else "white"
                 ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
     ax.set_xticks(range(k), m["labels"], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(k), m["labels"], fontsize=8)
-    fig.colorbar(im, ax=ax, label="Pearson r of accessibility")
-    fig.suptitle(_wrap(title + ". Each cell: the pair's r and its noise ceiling; the diagonal: split-half "
-                       "reliability", side, 10), fontsize=10)
+    fig.colorbar(im, ax=ax, label="r / noise ceiling")
+    fig.suptitle(_wrap(title + ". Each cell: the pair's Pearson r of accessibility and its noise ceiling, "
+                       "coloured by r / ceiling; the diagonal: split-half reliability", side, 10), fontsize=10)
     fig.tight_layout()
     return fig
 

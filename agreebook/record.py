@@ -103,6 +103,17 @@ class Record:
             return int(n)
         return int(max(max(self.labels[s].max(), self.predictions[s].max()) for s in self.splits)) + 1
 
+    def at_epochs(self, epochs):
+        """The same collection read at some of its recorded epochs only (e.g. the epochs two
+        records share, so that both are summarised over the same grid)."""
+        epochs = np.asarray(epochs, dtype=np.int64)
+        missing = np.setdiff1d(epochs, self.epochs)
+        if missing.size:
+            raise RecordError(f"epochs {missing.tolist()} are not recorded; the record has {self.epochs.tolist()}")
+        i = np.searchsorted(self.epochs, epochs)
+        return Record({s: p[:, i] for s, p in self.predictions.items()}, self.labels, epochs, meta=self.meta,
+                      probabilities={s: q[:, i] for s, q in self.probabilities.items()}, complete=self.complete[:, i])
+
     def accuracies(self, split):
         return metrics.accuracies(self.predictions[split], self.labels[split])
 

@@ -253,6 +253,45 @@ def correlation(a, b, n_boot=N_BOOT, level=LEVEL, seed=0, n_blocks=N_BLOCKS):
             "spearman": rho, "spearman_ci": percentile_interval(rho_draws, level), "n": len(a)}
 
 
+def _weighted_partial_r(x, y, z, w):
+    """Pearson r of x and y after a weighted least-squares fit on [1, z] is taken out of each."""
+    zw = z * w[:, None]
+    coef = np.linalg.lstsq(zw.T @ z, zw.T @ np.stack([x, y], 1), rcond=None)[0]
+    rx, ry = (np.stack([x, y], 1) - z @ coef).T
+    m = w.sum()
+    rx, ry = rx - (w @ rx) / m, ry - (w @ ry) / m
+    den = np.sqrt((w @ (rx * rx)) * (w @ (ry * ry)))
+    return float((w @ (rx * ry)) / den) if den > 0 else np.nan
+
+
+def partial_correlation(a, b, covariates, n_boot=N_BOOT, level=LEVEL, seed=0, n_blocks=N_BLOCKS):
+    """Pearson correlation of two per-example scores with the covariates partialled out (each
+    score's linear fit on them removed), with a bootstrap interval that refits on every draw.
+
+    a, b: (n_examples,); covariates: (n_examples,) or (n_examples, k), e.g. each learner's final
+    correctness, which both accessibilities largely follow.  Returns ``r``, ``ci`` (2,), ``n``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> z = rng.normal(size=2000)
+        >>> a, b = z + rng.normal(size=2000), z + rng.normal(size=2000)  # related only through z
+        >>> out = partial_correlation(a, b, z, n_boot=200)
+        >>> bool(abs(out["r"]) < 0.06 and out["ci"][0] < 0 < out["ci"][1])
+        True
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    z = np.asarray(covariates, dtype=np.float64)
+    z = z[:, None] if z.ndim == 1 else z
+    if a.shape != b.shape or a.ndim != 1 or z.shape[0] != len(a):
+        raise ValueError(f"a, b must be (n_examples,) and covariates (n_examples, k); got {a.shape}, {b.shape}, {z.shape}")
+    z = np.concatenate([np.ones((len(a), 1)), z], axis=1)
+    r = _weighted_partial_r(a, b, z, np.ones(len(a)))
+    bs = Bootstrap(len(a), n_boot, seed, n_blocks)
+    draws = np.array([_weighted_partial_r(a, b, z, bs.weights[d, bs.block].astype(np.float64)) for d in range(n_boot)])
+    return {"r": r, "ci": percentile_interval(draws, level), "n": len(a)}
+
+
 def spearman_brown(r, factor=2.0):
     """Reliability of a score averaged over ``factor`` times as many models: f r / (1 + (f-1) r).
 

@@ -111,12 +111,19 @@ def _toy_record():
 
 
 def test_learning_epoch_by_accessibility_hand_computed():
-    b = X.learning_epoch_by_accessibility(_toy_record(), "test", width=0.05)
-    # easy examples: accessibility 1, learned at epoch 1 by all; hard: accessibility 2/12
-    top, low = len(b["lo"]) - 1, int(np.floor((2 / 12) / 0.05))
-    assert b["n"][top] == 20 and b["mean"][top] == 1 and b["never"][top] == 0
-    assert b["n"][low] == 20 and b["mean"][low] == 4 and b["never"][low] == 0.5
-    assert b["n"].sum() == 40
+    for held_out in (True, False):
+        b = X.learning_epoch_by_accessibility(_toy_record(), "test", held_out=held_out, n_boot=200)
+        # 20 bins of 2 examples: the 20 hard ones (learned at epoch 4 by models 0 and 1, never by
+        # 2 and 3) sort first, the 20 easy ones (learned at epoch 1 by all) last
+        assert len(b["n"]) == 20 and (b["n"] == 2).all() and b["models"] == (2 if held_out else 4)
+        hard, easy = slice(0, 10), slice(10, 20)
+        np.testing.assert_array_equal(b["median"][hard], 4)
+        np.testing.assert_array_equal(b["never"][hard], 0.5)
+        np.testing.assert_array_equal(b["q75"][hard], np.inf)
+        np.testing.assert_array_equal(b["median"][easy], 1)
+        np.testing.assert_array_equal(b["never"][easy], 0)
+        np.testing.assert_array_equal(b["ci"][easy], 1)
+        assert (b["acc_hi"][hard] < b["acc_lo"][easy]).all()
 
 
 def test_out_of_sample_agreement_and_its_null():

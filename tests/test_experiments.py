@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from agreebook import experiments as X, plots
+from agreebook import experiments as X, metrics as M, plots
 from agreebook.config import TrainConfig
 from agreebook.record import Record, RecordError
 from agreebook.train import prepare_dataset, train_collection, Runtime
@@ -168,10 +168,6 @@ def test_tables_carry_intervals():
     for key in ("both", "only A", "only B", "neither"):
         lo, hi = t.attrs["ci"][key].T
         assert np.all((lo <= t[key]) & (t[key] <= hi)) and t[f"{key} 95% CI"].str.startswith("[").all()
-    obs = a.agreement("test")[-1]
-    oos = X.out_of_sample_table({"test": (obs, np.full(50, 0.5))})
-    lo, hi = (float(v) for v in oos.loc["test", "95% CI"].strip("[]").split(","))
-    assert lo < oos.loc["test", "mean Agreement"] < hi
 
 
 def test_claim_verdict_reads_the_informative_epochs_against_both_nulls():
@@ -203,6 +199,24 @@ def test_claim_verdict_reads_the_informative_epochs_against_both_nulls():
     row = t.loc[("shared", "test")]
     lo, hi = (float(v) for v in row["95% CI"].strip("[]").split(","))
     assert lo - 0.005 <= row["bimodality"] <= hi + 0.005 and row["bimodality"] < row["null"]
+
+
+def test_claim_verdict_leaves_a_score_whose_interval_spans_the_uniform_undecided():
+    # TP-agreement spread evenly over 0/8..8/8 (models 0..c-1 right on an example with c): it
+    # beats both nulls, and Pearson's score, 0.77, has an interval across the uniform's 0.8
+    n, c = 8, np.repeat(np.arange(9), 60)
+    labels = np.arange(len(c)) % 3
+    right = np.broadcast_to((np.arange(n)[:, None] < c)[:, None, :], (n, 3, len(c)))
+    rec = Record({"test": np.where(right, labels, (labels + 1) % 3).astype(np.int16)}, {"test": labels},
+                 (1, 2, 3), meta={"n_classes": 3})
+    counts = X.claim_counts(rec, "test", True)
+    lo, hi = counts["best_ci"]
+    assert lo < X.UNIFORM_BIMODALITY < hi and counts["below_null"] == counts["below_class_null"] == 3
+    assert (counts["bimodal"], counts["undecided"]) == (0, 3)
+    word, text = X.claim_verdict(rec, "test", paper_bimodal=True)
+    assert word == "partly" and "at 0 of the 3 informative epochs, undecided at 3" in text
+    assert X.claim_verdict(rec, "test", paper_bimodal=False)[0] == "partly"  # neither side firm
+    assert X.claim_table([("even", rec)], True, splits=("test",)).loc[("even", "test"), "bimodal at"] == "0 of 3 (3 undecided)"
 
 
 def test_synthetic_difficulties_from_the_generators():
@@ -383,3 +397,46 @@ def test_epoch_table_says_why_a_kappa_interval_is_missing():
     t = X.epoch_table(rec, "test")
     assert t.loc[1, "kappa 95% CI"].startswith("[")
     assert np.isfinite(t.loc[2, "error consistency"]) and t.loc[2, "kappa 95% CI"] == "none: < 5 shared errors"
+
+
+def test_out_of_sample_verdict_reads_both_claims():
+    rng = np.random.default_rng(0)
+    n, k, m = 6, 3, 600
+    y = rng.integers(0, k, m)
+    one = lambda labels: np.broadcast_to(labels, (n, 1, m)).astype(np.int16)  # noqa: E731
+    half = np.where(np.arange(n)[:, None, None] < 4, y, (y + 1) % k).astype(np.int16)  # 4 of 6 agree
+    indep = rng.integers(0, k, (n, 1, m)).astype(np.int16)  # uniform random labels, independent
+    def record(**ood):
+        preds = {"test": one(y), **{f"ood_{s}": v for s, v in ood.items()}}
+        labels = {"test": y, **{f"ood_{s}": np.full(m, -1) for s in ood}}
+        return Record(preds, labels, [1], meta={"n_classes": k})
+    rec = record(noise=indep, fashion_mnist=half)
+    res = X.out_of_sample_agreement(rec, n_null=5000)
+    assert list(res) == ["test", "ood_fashion_mnist", "ood_noise"]  # most to least natural
+    t = X.out_of_sample_table(rec, res, n_boot=500)
+    np.testing.assert_allclose(t["mean Agreement"], [1, 4 / 6, M.agreement(indep)[0].mean()])
+    np.testing.assert_allclose(t["random labels (paper's reference)"], M.agreement(indep)[0].mean(), atol=0.02)
+    for split in t.index:
+        lo, hi = (float(v) for v in t.loc[split, "95% CI"].strip("[]").split(","))
+        assert lo - 5e-4 <= t.loc[split, "mean Agreement"] <= hi + 5e-4  # the CI is printed to 3 places
+    word, lines = X.out_of_sample_verdict(t)
+    assert word == {"above random": "not reproduced", "order": "reproduced"} and "2 of the 3 input sets" in lines[0]  # noise is at random labels
+    # noise on which every model gives one label: Agreement 1, the highest, against the order
+    word, lines = X.out_of_sample_verdict(X.out_of_sample_table(rec := record(noise=one(np.zeros(m, int)),
+                                                                            fashion_mnist=half),
+                                                                X.out_of_sample_agreement(rec, n_null=5000), n_boot=500))
+    assert word["order"] == "not reproduced" and "ood_fashion_mnist below ood_noise" in lines[1]
+    assert word["above random"] == "reproduced" and "3 of the 3" in lines[0]
+
+
+def test_record_at_epochs_keeps_those_epochs_only():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    p = rng.integers(0, 3, (4, 3, 50)).astype(np.int16)
+    rec = Record({"test": p}, {"test": y}, (1, 2, 4), meta={"n_classes": 3})
+    sub = rec.at_epochs([1, 4])
+    np.testing.assert_array_equal(sub.epochs, [1, 4])
+    np.testing.assert_array_equal(sub.predictions["test"], p[:, [0, 2]])
+    np.testing.assert_array_equal(sub.tp_agreement("test"), rec.tp_agreement("test")[[0, 2]])
+    with pytest.raises(RecordError, match=r"epochs \[3\] are not recorded"):
+        rec.at_epochs([1, 3])

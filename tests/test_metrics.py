@@ -310,3 +310,26 @@ def test_group_null_absorbs_a_known_difficulty_but_not_a_shared_order():
     preds = rng.integers(0, 3, (4, 2, 300)).astype(np.int16)
     y = rng.integers(0, 3, 300)
     np.testing.assert_allclose(M.null_tp_agreement_by_class(preds, y), M.null_tp_agreement_by_group(preds, y, y))
+
+
+def test_mistake_agreement_and_its_nulls():
+    rng = np.random.default_rng(0)
+    n, m, k = 6, 3000, 5
+    y = rng.integers(0, k, m)
+    wrong = rng.random((n, 1, m)) < 0.5
+    # independent wrong labels, uniform among the other classes: observed = both nulls
+    indep = np.where(wrong, (y + rng.integers(1, k, (n, 1, m))) % k, y)
+    obs = M.mistake_agreement(indep, y, k)
+    for confusion in (True, False):
+        null = M.null_mistake_agreement(indep, y, k, n_draws=10, confusion=confusion)
+        np.testing.assert_array_equal(np.isnan(null), np.isnan(obs))
+        assert abs(np.nanmean(obs) - np.nanmean(null)) < 0.01
+    # every wrong model gives the same wrong label, one per example: 1, far above the nulls
+    shared = np.where(wrong, (y + 1 + rng.integers(0, k - 1, m)) % k, y)
+    ok = ~np.isnan(M.mistake_agreement(shared, y, k))
+    assert (M.mistake_agreement(shared, y, k)[ok] == 1).all()
+    assert np.nanmean(M.null_mistake_agreement(shared, y, k, n_draws=10)) < 0.75
+    # a shared class confusion (every model says y + 1) is in the confusion-matched null, not the uniform
+    confused = np.where(wrong, (y + 1) % k, y)
+    assert np.nanmean(M.null_mistake_agreement(confused, y, k, n_draws=5)) == 1
+    assert np.nanmean(M.null_mistake_agreement(confused, y, k, n_draws=5, confusion=False)) < 0.75

@@ -269,3 +269,17 @@ def test_error_consistency_interval_from_a_subsample_matches_the_full_bootstrap(
     w_full, w_sub = np.diff(full["ci"][0])[0], np.diff(sub["ci"][0])[0]
     assert abs(w_sub / w_full - 1) < 0.2  # 800 draws from 2000 examples: the width's own error ~5-10%
     assert sub["ci"][0, 0] < sub["estimate"][0] < sub["ci"][0, 1]
+
+
+def test_partial_correlation_against_the_closed_form():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=3000)
+    a = 0.8 * z + rng.normal(size=3000)
+    b = 0.5 * z + 0.4 * a + rng.normal(size=3000)
+    r = np.corrcoef([a, b, z])
+    closed = (r[0, 1] - r[0, 2] * r[1, 2]) / np.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
+    out = S.partial_correlation(a, b, z, n_boot=300)
+    np.testing.assert_allclose(out["r"], closed, rtol=ULPS64 * 1e3)
+    assert out["ci"][0] < closed < out["ci"][1]
+    # nothing partialled out but a constant: Pearson's r
+    np.testing.assert_allclose(S.partial_correlation(a, b, np.zeros((3000, 0)), n_boot=50)["r"], r[0, 1], rtol=ULPS64 * 1e3)
