@@ -109,6 +109,10 @@ MIN_INFORMATIVE = 3  # informative epochs a verdict needs; fewer: "untestable"
 # binomial scores below the null (a one-humped Beta(2, 2): 1.14), so beating the null says the
 # models agree; two modes need a score below the uniform's as well (review of chapter 5).
 UNIFORM_BIMODALITY = 0.8
+# No unimodal density scores below this (Klaassen, Mokveld and van Es 2000: squared skewness
+# minus excess kurtosis is at most 186/125), so a score under it rules one mode out; between it
+# and 0.8 a strongly skewed single mode is still possible.  claim_table counts it as a check.
+UNIMODAL_BOUND = 3 - 186 / 125 - 1
 
 
 def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
@@ -155,7 +159,8 @@ def claim_counts(record, split, paper_bimodal, alpha=ALPHA):
     """The numbers behind ``claim_verdict``, for tables: a dict with ``verdict``; ``informative``
     (the number of informative epochs), ``band`` (their accuracy band), ``epochs`` (first and
     last informative epoch, or None), ``accuracy_range``; the counts of informative epochs
-    ``bimodal``, ``undecided``, ``below_null``, ``below_class_null`` and ``below_uniform``; and the most
+    ``bimodal``, ``undecided``, ``below_null``, ``below_class_null``, ``below_uniform`` and
+    ``below_unimodal_bound`` (bimodal epochs whose whole interval is below UNIMODAL_BOUND); and the most
     bimodal informative epoch: ``best_epoch``, ``best`` with ``best_ci``, ``best_null``,
     ``best_class_null``; and the least bimodal one (§4.2 quotes this "maximum Pearson
     bi-modality"): ``worst_epoch``, ``worst`` with ``worst_ci`` (None / NaN when there is none)."""
@@ -184,7 +189,8 @@ def claim_counts(record, split, paper_bimodal, alpha=ALPHA):
            "epochs": (int(ep[keep].min()), int(ep[keep].max())) if n else None,
            "accuracy_range": (float(a.accuracy_mean.min()), float(a.accuracy_mean.max())),
            "bimodal": k, "undecided": n - k - k_not, "below_null": int(paper[keep].sum()), "below_class_null": int(by_class[keep].sum()),
-           "below_uniform": int(two_modes[keep].sum()), "best_epoch": None, "best": np.nan,
+           "below_uniform": int(two_modes[keep].sum()),
+           "below_unimodal_bound": int((sig & (a.bimodality_ci[:, 1] < UNIMODAL_BOUND))[keep].sum()), "best_epoch": None, "best": np.nan,
            "best_ci": (np.nan, np.nan), "best_null": np.nan, "best_class_null": np.nan,
            "worst_epoch": None, "worst": np.nan, "worst_ci": (np.nan, np.nan)}
     finite = keep & np.isfinite(a.bimodality)
@@ -210,6 +216,7 @@ def claim_table(results, paper_bimodal, splits=("train", "test"), alpha=ALPHA):
             rows.append({"collection": label, "read on": split, "verdict": c["verdict"],
                          "bimodal at": f"{c['bimodal']} of {c['informative']}"
                                        + (f" ({c['undecided']} undecided)" if c["undecided"] else ""),
+                         f"below {UNIMODAL_BOUND:.3f} (no unimodal density)": f"{c['below_unimodal_bound']} of {c['informative']}",
                          "most bimodal epoch": c["best_epoch"], "bimodality": c["best"],
                          "95% CI": _ci_text([c["best_ci"]])[0], "null": c["best_null"],
                          "class-matched null": c["best_class_null"], "least bimodal epoch": c["worst_epoch"],
@@ -489,7 +496,7 @@ def robustness_table(results, split="test"):
     return pd.DataFrame(rows).set_index("setting")
 
 
-def correlation_table(results, split="test", matrix=None):
+def correlation_table(results, split="test", matrix=None, within_class=False):
     """Accessibility correlations between collections, read against their noise ceilings.
 
     results: [(label, record)] evaluated on the same examples.  One row per pair "A vs B":
@@ -500,9 +507,15 @@ def correlation_table(results, split="test", matrix=None):
     correlation two collections with these reliabilities would show if they ranked the
     examples identically, and r over it.  matrix: their
     ``correlation_matrix``, when a chapter has it already (its bootstraps are not redone).
+    within_class: also the partial r with the example's class partialled out (class indicators),
+    with its interval: how much of r is the ranking within the classes rather than which classes
+    are easy (a bootstrap per pair, so off by default).
     """
     import pandas as pd
     m = correlation_matrix(results, split) if matrix is None else matrix
+    if within_class:
+        y = results[0][1].labels[split]
+        classes = (y[:, None] == np.unique(y)[None, 1:]).astype(float)
     labels, rel = m["labels"], m["reliability"]
     rows = []
     for (i, j), c in m["correlations"].items():
@@ -512,8 +525,12 @@ def correlation_table(results, split="test", matrix=None):
                      "rho 95% CI": _ci_text([c["spearman_ci"]])[0], "reliability A": rel[i],
                      "reliability B": rel[j], "noise ceiling": m["ceiling"][i, j],
                      "r / ceiling": c["pearson"] / m["ceiling"][i, j] if m["ceiling"][i, j] > 0 else np.nan})
+        if within_class:
+            w = S.partial_correlation(m["accessibility"][i], m["accessibility"][j], classes)
+            rows[-1].update({"within-class r": w["r"], "within-class 95% CI": _ci_text([w["ci"]])[0]})
     columns = ["pair", "examples", "Pearson r", "r 95% CI", "Spearman rho", "rho 95% CI", "reliability A",
-               "reliability B", "noise ceiling", "r / ceiling"]
+               "reliability B", "noise ceiling", "r / ceiling"] + (
+        ["within-class r", "within-class 95% CI"] if within_class else [])
     return pd.DataFrame(rows, columns=columns).set_index("pair")  # no pair (one collection): no rows
 
 
@@ -1029,11 +1046,13 @@ def largest_rise_share(record, split, low=0.2, high=0.8):
     return np.diff(tpa[:, keep], axis=0).max(0) / rise[keep]
 
 
-def adaboost_stages(x_train, y_train, x_test, y_test, n_learners=100, seed=0, alpha=1.0):
+def adaboost_stages(x_train, y_train, x_test, y_test, n_learners=100, seed=0, alpha=1.0, normalize="feature"):
     """§6: multi-class AdaBoost (SAMME) with linear weak learners, correctness after every stage.
 
-    x_*: (n, ...) arrays of pixels or features, flattened and standardised on the training set
-    (so a user's own feature extractor plugs in here).  The weak learner is scikit-learn's
+    x_*: (n, ...) arrays of pixels or features (so a user's own feature extractor plugs in
+    here), flattened and standardised: ``normalize="feature"`` standardises every input
+    dimension on the training set; ``"image"`` standardises each channel of each image (x_*
+    (n, H, W, C)) to mean 0 and sd 1, as the paper's Suppl F describes.  The weak learner is scikit-learn's
     least-squares linear classifier (RidgeClassifier, penalty ``alpha``), which takes sample
     weights.  Returns ``correct`` (n_learners, n_test) bool, ``accuracy`` (n_learners,) and
     ``n_fitted``: boosting stops early when a learner fits the weighted training set perfectly
@@ -1043,9 +1062,19 @@ def adaboost_stages(x_train, y_train, x_test, y_test, n_learners=100, seed=0, al
     from sklearn.ensemble import AdaBoostClassifier
     from sklearn.linear_model import RidgeClassifier
     from sklearn.preprocessing import StandardScaler
-    a = np.asarray(x_train, np.float64).reshape(len(x_train), -1)
-    b = np.asarray(x_test, np.float64).reshape(len(x_test), -1)
-    scaler = StandardScaler().fit(a)
+    if normalize not in ("feature", "image"):
+        raise ValueError(f"normalize must be 'feature' or 'image'; got {normalize!r}")
+
+    def flat(x):
+        x = np.asarray(x, np.float64)
+        if normalize == "image":
+            if x.ndim != 4:
+                raise ValueError(f"normalize='image' takes (n, H, W, C) images; got shape {x.shape}")
+            x = x.reshape(len(x), -1, x.shape[-1])
+            x = (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, keepdims=True), 1e-8)
+        return x.reshape(len(x), -1)
+    a, b = flat(x_train), flat(x_test)
+    scaler = StandardScaler(with_mean=normalize == "feature", with_std=normalize == "feature").fit(a)
     boost = AdaBoostClassifier(estimator=RidgeClassifier(alpha=alpha), n_estimators=n_learners, random_state=seed)
     boost.fit(scaler.transform(a), y_train)
     correct = np.stack([p == y_test for p in boost.staged_predict(scaler.transform(b))])

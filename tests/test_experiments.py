@@ -106,6 +106,41 @@ def test_adaboost_stages_on_digits_and_the_early_stop_padding():
     np.testing.assert_array_equal(small["correct"][-1], small["correct"][small["n_fitted"] - 1])
 
 
+def test_adaboost_image_normalisation_ignores_each_images_scale():
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    img = x.reshape(-1, 8, 8, 1)
+    shifted = img * np.linspace(0.5, 3, len(img))[:, None, None, None] + 7  # per-image contrast and brightness
+    a = X.adaboost_stages(img[:800], y[:800], img[800:], y[800:], n_learners=5, normalize="image")
+    b = X.adaboost_stages(shifted[:800], y[:800], shifted[800:], y[800:], n_learners=5, normalize="image")
+    np.testing.assert_array_equal(a["correct"], b["correct"])
+    with pytest.raises(ValueError, match="normalize must be"):
+        X.adaboost_stages(img[:50], y[:50], img[50:60], y[50:60], normalize="channel")
+
+
+def test_stage_climb_hand_computed():
+    out = X.stage_climb(np.array([[0, 0, 1, 1], [1, 0, 1, 1], [1, 0, 1, 1]], bool), n_boot=200)
+    assert (out["first"], out["last"], out["best"], out["gain"]) == (0.5, 0.75, 0.75, 0.25)
+    assert 0 <= out["gain_ci"][0] <= 0.25 <= out["gain_ci"][1] <= 1
+
+
+def test_learner_comparison_same_and_independent_orders():
+    rng = np.random.default_rng(0)
+    n = 1500
+    y = rng.integers(0, 2, n)
+    easy = rng.random(n)
+    right = np.stack([easy < q for q in (0.3, 0.5, 0.7)])  # (3 epochs, n): one shared order
+    rec = Record({"test": np.where(np.broadcast_to(right, (4, 3, n)), y, 1 - y).astype(np.int16)}, {"test": y},
+                 (1, 2, 3), meta={"n_classes": 2})
+    other = rng.random((3, n)) < np.array([0.3, 0.5, 0.7])[:, None]  # the same accuracies, its own order
+    t = X.learner_comparison(rec, {"copy": right, "other": other})
+    assert t.loc["copy", "Pearson r"] == pytest.approx(1) and t.attrs["ceiling"] == pytest.approx(1)
+    assert abs(t.loc["other", "Pearson r"]) < 0.1 and abs(t.loc["other", "partial r (final correctness out)"]) < 0.1
+    assert X.different_order_verdict(t, "copy", 0.35)[0] == "not reproduced"
+    word, text = X.different_order_verdict(t, "other", 0.35)
+    assert word == "reproduced" and "(the paper: 0.35)" in text
+
+
 def test_half_split_correlation_of_identical_halves_is_one():
     labels = np.arange(20) % 2
     rng = np.random.default_rng(0)
@@ -440,3 +475,21 @@ def test_record_at_epochs_keeps_those_epochs_only():
     np.testing.assert_array_equal(sub.tp_agreement("test"), rec.tp_agreement("test")[[0, 2]])
     with pytest.raises(RecordError, match=r"epochs \[3\] are not recorded"):
         rec.at_epochs([1, 3])
+
+
+def test_within_class_r_removes_what_the_classes_explain():
+    rng = np.random.default_rng(0)
+    n = 1200
+    y = np.repeat([0, 1, 2], n // 3)
+    ease = np.array([0.15, 0.5, 0.85])[y]  # the classes differ in difficulty, nothing else is shared
+
+    def collection():
+        q = np.clip(ease + rng.normal(0, 0.1, n), 0, 1)  # each collection's own order within a class
+        right = rng.random((6, 3, n)) < q
+        return Record({"test": np.where(right, y, (y + 1) % 3).astype(np.int16)}, {"test": y}, (1, 2, 3),
+                      meta={"n_classes": 3})
+
+    t = X.correlation_table([("a", collection()), ("b", collection())], within_class=True)
+    assert t["Pearson r"].iloc[0] > 0.7 and abs(t["within-class r"].iloc[0]) < 0.1
+    assert t["within-class 95% CI"].iloc[0].startswith("[")
+    assert "within-class r" not in X.correlation_table([("a", collection()), ("b", collection())]).columns
