@@ -501,11 +501,16 @@ def versions_table():
 
 # --- the driver: python -m agreebook book ----------------------------------------------------------
 PARAMETERS = ("dataset", "arch", "n_models", "epochs", "seed", "scale", "data_root", "embeddings")
+# Parameters only some chapters take: chapter 3's sections, so a page on another dataset can show
+# §3.1 and §3.4 without training the sweep, the partitions and the retrain collection.
+CHAPTER_PARAMETERS = {3: ("sections",)}
+SECTIONS = {3: ("3.1", "protocol", "3.2", "3.3", "3.4")}
 BOOK = Path(__file__).resolve().parent.parent / "book"
 CHAPTERS = tuple(range(1, 8))
 # Executed copies of a chapter on another dataset, shown in the book beside the chapter.
-VARIANTS = {3: {"chapter3_fashion_mnist": {"dataset": "fashion_mnist"},
-                "chapter3_stackoverflow_titles": {"dataset": "stackoverflow_titles", "arch": "bilstm_attention"}}}
+VARIANTS = {3: {"chapter3_fashion_mnist": {"dataset": "fashion_mnist", "sections": "3.1,3.4"},
+                "chapter3_stackoverflow_titles": {"dataset": "stackoverflow_titles", "arch": "bilstm_attention",
+                                                  "sections": "3.1,3.4"}}}
 # How a variant's page is titled: its chapter's title, then this (the sidebar lists them apart).
 VARIANT_TITLES = {"chapter3_fashion_mnist": "on Fashion-MNIST (the MNIST net)",
                   "chapter3_stackoverflow_titles": "on Stack Overflow titles (a BiLSTM with attention)"}
@@ -522,6 +527,19 @@ def retitle(path, suffix):
                 cell.source = f"{head}, {suffix}" + ("\n" + rest if rest else "")
             break
     nbformat.write(nb, path)
+
+
+def sections(chapter, value):
+    """The sections of ``chapter`` a run shows: all for "", else the comma-separated names, each
+    one of SECTIONS[chapter] (a BookError names the known ones)."""
+    known = SECTIONS.get(chapter, ())
+    if not value:
+        return known
+    wanted = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [v for v in wanted if v not in known]
+    if unknown or not wanted:
+        raise BookError(f"unknown section(s) {unknown or [value]} for chapter {chapter}; sections are: {', '.join(known)}")
+    return wanted
 
 
 def collapse_injected_parameters(path):
@@ -547,9 +565,10 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
     except ImportError as exc:
         raise BookError(f"the book needs its extras ({exc.name} is missing): pip install -e '.[book]'") from None
     preset(scale)
-    unknown = set(parameters or {}) - set(PARAMETERS)
+    takes = set(PARAMETERS).union(*(CHAPTER_PARAMETERS.get(c, ()) for c in chapters))
+    unknown = set(parameters or {}) - takes
     if unknown:
-        raise BookError(f"unknown chapter parameters {sorted(unknown)}; chapters take: {', '.join(PARAMETERS)}")
+        raise BookError(f"unknown chapter parameters {sorted(unknown)}; chapters take: {', '.join(sorted(takes))}")
     book = Path(book)
     jobs = []
     for c in chapters:
@@ -560,10 +579,15 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
             jobs += [(c, book / f"chapter{c}.ipynb", book / f"{name}.ipynb", extra)
                      for name, extra in VARIANTS.get(c, {}).items()]
     for c, _, _, extra in jobs:  # every chapter's parameters checked before any kernel starts
-        setup(c, **{"scale": scale, **extra, **(parameters or {})})
+        given = {"scale": scale, **extra, **(parameters or {})}
+        own = {k: given.pop(k) for k in CHAPTER_PARAMETERS.get(c, ()) if k in given}
+        setup(c, **{k: v for k, v in given.items() if k in PARAMETERS})
+        if "sections" in own:
+            sections(c, own["sections"])
     import tempfile
-    for _, src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
-        params = {"scale": scale, **extra, **(parameters or {})}
+    for c, src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
+        params = {k: v for k, v in {"scale": scale, **extra, **(parameters or {})}.items()
+                  if k in PARAMETERS or k in CHAPTER_PARAMETERS.get(c, ())}
         tqdm.write(f"executing {dst.name} with {params}")
         # into a scratch copy: a failed execution must never replace a chapter
         scratch = Path(tempfile.mkdtemp(prefix="agreebook-")) / dst.name

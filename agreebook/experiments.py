@@ -975,6 +975,76 @@ def record_images(record, split, data_root=None):
     return {"train": ds.x_train, "test": ds.x_test}[split]
 
 
+def forgetting_table(record, split, high=0.8, low=0.2, seed=0):
+    """Suppl E: "once an example is learned by most networks, it is rarely forgotten".  Returns
+    (table, summary): per recorded epoch from the second on, the share of (model, example)
+    pairs that go from right to wrong since the previous recorded epoch, against the share
+    independent draws at the same accuracies would give (p_prev (1 - p_now), averaged over the
+    models), and the examples the collection forgets there (TP-agreement >= ``high`` at some
+    earlier epoch, <= ``low`` now, for the first time).  summary: a dict with the mean
+    forgetting events per pair (``metrics.forgetting_events``) with its 95% interval
+    (resampling examples) against ``null`` (``metrics.null_forgetting_events``), the share of
+    pairs never forgotten, and the examples learned by most (``learned``: TP-agreement >= high
+    at some epoch) and later forgotten by most (``forgotten``, with ``forgotten_ci``)."""
+    import pandas as pd
+    preds, labels = record.predictions[split], record.labels[split]
+    right = preds == labels
+    acc = right.mean(2)
+    tpa = M.tp_agreement(preds, labels)
+    high_yet = np.logical_or.accumulate(tpa >= high, axis=0)
+    dropped = (tpa <= low) & np.vstack([np.zeros((1, tpa.shape[1]), bool), high_yet[:-1]])
+    first_drop = np.where(dropped.any(0), dropped.argmax(0), -1)
+    rows = []
+    for e in range(1, record.n_epochs):
+        rows.append({"epoch": int(record.epochs[e]), "since": int(record.epochs[e - 1]),
+                     "pairs right -> wrong": (right[:, e - 1] & ~right[:, e]).mean(),
+                     "independent draws": (acc[:, e - 1] * (1 - acc[:, e])).mean(),
+                     f"examples forgotten by most (TPa >= {high:g}, then <= {low:g})": int((first_drop == e).sum())})
+    events = M.forgetting_events(preds, labels)
+    learned = high_yet[-1]
+    forgot = first_drop >= 0
+    summary = {"events": float(events.mean()),
+               "events_ci": tuple(map(float, S.mean_ci(events.mean(0, dtype=np.float64)[None], seed=seed)["ci"][0])),
+               "null": float(M.null_forgetting_events(acc).mean()), "never": float((events == 0).mean()),
+               "learned": int(learned.sum()), "forgotten": int(forgot.sum()),
+               "forgotten_ci": tuple(map(float, S.mean_ci(forgot[learned][None].astype(float), seed=seed)["ci"][0]))
+               if learned.sum() > 1 else (np.nan, np.nan), "high": high, "low": low}
+    return pd.DataFrame(rows).set_index("epoch"), summary
+
+
+def class_emergence_table(record, split, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
+    """Suppl E, Fig 29: "at the beginning of learning, only images from 2 classes reach a
+    TP-agreement of 1. As learning proceeds, more class labels slowly emerge."  Per recorded
+    epoch: the examples every model gets right, their share of each class, how many classes
+    they span (``metrics.effective_classes``: exp of the entropy of the shares, 1 to K), and how
+    many labels the models' predictions span over all examples.  ``attrs["change"]``: the
+    classes spanned at TP-agreement 1, last recorded epoch minus first, with its bootstrap
+    interval (resampling examples)."""
+    import pandas as pd
+    preds, labels = record.predictions[split], record.labels[split]
+    k = record.n_classes
+    names = record.meta.get("classes") or [str(c) for c in range(k)]
+    tpa = M.tp_agreement(preds, labels)
+    rows = []
+    for e, epoch in enumerate(record.epochs):
+        at1 = tpa[e] == 1
+        share = np.bincount(labels[at1], minlength=k) / max(at1.sum(), 1)
+        rows.append({"epoch": int(epoch), "examples at TPa 1": int(at1.sum()),
+                     **{f"share {n}": share[i] for i, n in enumerate(names)},
+                     "classes spanned at TPa 1": M.effective_classes(labels[at1], k),
+                     "labels the models predict": M.effective_classes(preds[:, e].ravel(), k)})
+    t = pd.DataFrame(rows).set_index("epoch")
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        i = rng.integers(0, len(labels), len(labels))
+        draws[b] = (M.effective_classes(labels[i][tpa[-1, i] == 1], k)
+                    - M.effective_classes(labels[i][tpa[0, i] == 1], k))
+    t.attrs["change"] = (t["classes spanned at TPa 1"].iloc[-1] - t["classes spanned at TPa 1"].iloc[0],
+                         tuple(map(float, S.percentile_interval(draws[:, None], level)[0])))
+    return t
+
+
 def learning_order(record, split):
     """Example indices from the first learned to the last: (n_examples,).
 
@@ -1051,8 +1121,9 @@ def adaboost_stages(x_train, y_train, x_test, y_test, n_learners=100, seed=0, al
 
     x_*: (n, ...) arrays of pixels or features (so a user's own feature extractor plugs in
     here), flattened and standardised: ``normalize="feature"`` standardises every input
-    dimension on the training set; ``"image"`` standardises each channel of each image (x_*
-    (n, H, W, C)) to mean 0 and sd 1, as the paper's Suppl F describes.  The weak learner is scikit-learn's
+    dimension on the training set; ``"image"`` first standardises each channel of each image
+    (x_* (n, H, W, C)) to mean 0 and sd 1, as the paper's Suppl F describes, then every input
+    dimension as well (the ridge penalty treats all dimensions alike, so their scales matter).  The weak learner is scikit-learn's
     least-squares linear classifier (RidgeClassifier, penalty ``alpha``), which takes sample
     weights.  Returns ``correct`` (n_learners, n_test) bool, ``accuracy`` (n_learners,) and
     ``n_fitted``: boosting stops early when a learner fits the weighted training set perfectly
@@ -1074,7 +1145,7 @@ def adaboost_stages(x_train, y_train, x_test, y_test, n_learners=100, seed=0, al
             x = (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, keepdims=True), 1e-8)
         return x.reshape(len(x), -1)
     a, b = flat(x_train), flat(x_test)
-    scaler = StandardScaler(with_mean=normalize == "feature", with_std=normalize == "feature").fit(a)
+    scaler = StandardScaler().fit(a)
     boost = AdaBoostClassifier(estimator=RidgeClassifier(alpha=alpha), n_estimators=n_learners, random_state=seed)
     boost.fit(scaler.transform(a), y_train)
     correct = np.stack([p == y_test for p in boost.staged_predict(scaler.transform(b))])
@@ -1134,21 +1205,29 @@ def learner_comparison(record, learners, split="test", seed=0):
     return t
 
 
-def different_order_verdict(table, learner, paper_r, share=CEILING_SHARE):
+def different_order_verdict(table, learner, paper_r, share=CEILING_SHARE, climb=None):
     """("reproduced" | "partly" | "not reproduced", sentence) for §6: another learner orders the
     examples differently from the networks (the paper: r = ``paper_r``).  Read against the
     networks' noise ceiling as ``order_verdict`` reads a pair: reproduced when the whole 95%
     interval of r lies below ``share`` of the ceiling, not reproduced when it lies at or above
-    it, partly otherwise; the sentence sets r beside the paper's value and the partial r."""
+    it, partly otherwise; the sentence sets r beside the paper's value and the partial r.
+    climb: the learner's ``stage_climb``; where its gain's interval reaches 0 the learner has no
+    order over its stages to compare (its accessibility is its final correctness), and the
+    verdict is "untestable"."""
     row = table.loc[learner]
     lo, hi = table.attrs["ci"][learner]
     bar = share * table.attrs["ceiling"]
     word = "reproduced" if hi < bar else "not reproduced" if lo >= bar else "partly"
+    if climb is not None and climb["gain_ci"][0] <= 0:
+        word = "untestable"
+    flat = "" if word != "untestable" else (
+        f" Its accuracy does not climb over the stages ({climb['first']:.3f} to {climb['last']:.3f}, gain "
+        f"{climb['gain']:.3f} [{climb['gain_ci'][0]:.3f}, {climb['gain_ci'][1]:.3f}]), so it has no order to compare.")
     return word, (f"{learner}: accessibility r with the networks {_r(row['Pearson r'])} [{lo:.2f}, {hi:.2f}] "
                   f"(the paper: {paper_r:g}), {_r(row['r / ceiling'])} of the networks' noise ceiling "
                   f"{_r(table.attrs['ceiling'])}; with both learners' final correctness partialled out "
                   f"{_r(row['partial r (final correctness out)'])} {row['partial r 95% CI']}. The paper's claim, "
-                  f"a different order (r below {share:.0%} of the ceiling): {word}.")
+                  f"a different order (r below {share:.0%} of the ceiling): {word}.{flat}")
 
 
 def half_split_correlation(record, split="test"):

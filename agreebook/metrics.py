@@ -275,6 +275,45 @@ def learning_epoch(predictions, labels, epochs):
     return out
 
 
+def forgetting_events(predictions, labels):
+    """Forgetting events (Toneva et al., ICLR 2019) between consecutive recorded epochs: how
+    often each model goes from right to wrong on each example.  Recorded epochs are a sample of
+    the training steps, so this counts at most the events a per-step count would.
+
+    predictions: (n_models, n_epochs, n_examples); labels: (n_examples,).  Returns
+    (n_models, n_examples) int32.
+
+    Example:
+        >>> p = np.array([[[0, 1], [1, 1], [0, 1]]])  # 1 model, 3 epochs, 2 examples of class 0
+        >>> forgetting_events(p, np.array([0, 0]))
+        array([[1, 0]], dtype=int32)
+    """
+    preds, labels = _check_predictions(predictions, labels)
+    out = np.zeros((preds.shape[0], preds.shape[2]), np.int32)
+    for e in range(preds.shape[1] - 1):
+        out += (preds[:, e] == labels) & (preds[:, e + 1] != labels)
+    return out
+
+
+def null_forgetting_events(accuracy):
+    """Expected ``forgetting_events`` per example of a model whose right examples are drawn
+    anew at every recorded epoch at its accuracy: sum over e of p_e (1 - p_(e+1)).
+    accuracy: (n_models, n_epochs).  Returns (n_models,)."""
+    a = np.asarray(accuracy, dtype=np.float64)
+    return (a[:, :-1] * (1 - a[:, 1:])).sum(1)
+
+
+def effective_classes(labels, n_classes):
+    """exp(entropy) of a set of labels' class shares: 1 when all share one class, K when the K
+    classes are equally common (the "number of classes" a set of examples spans).
+    labels: (n,) int.  NaN for an empty set."""
+    c = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    if c.sum() == 0:
+        return np.nan
+    q = c[c > 0] / c.sum()
+    return float(np.exp(-(q * np.log(q)).sum()))
+
+
 # --- the null hypothesis: independent classifiers at the observed accuracies -----------------
 
 def null_tp_agreement(accuracy):

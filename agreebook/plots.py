@@ -265,7 +265,7 @@ def accessibility_scatter(a, b, label_a, label_b, title, corr=None, bins=0):
         mean = np.bincount(which, b, bins)[ok] / n[ok]
         sd = np.sqrt(np.maximum(np.bincount(which, np.asarray(b) ** 2, bins)[ok] / n[ok] - mean ** 2, 0))
         ax.errorbar((np.arange(bins)[ok] + 0.5) / bins, mean, yerr=sd / np.sqrt(n[ok] - 1), fmt="o-",
-                    color="tab:red", ms=3, capsize=2, lw=1, label=f"mean of y per bin of x, ± s.e.")
+                    color="tab:red", ms=3, capsize=2, lw=1, label=f"mean {label_b} per bin, ± s.e.")
         ax.legend(fontsize=7, loc="upper left")
     ax.plot([0, 1], [0, 1], color="tab:gray", lw=0.8)
     ax.set_xlabel(f"accessibility: {label_a}")
@@ -410,6 +410,43 @@ def first_and_last_learned(record, split, images, picks, scale=None):
     fig.suptitle(_wrap(f"First and last learned, by accessibility - {caption(record, split, scale)}",
                        0.95 * cols + 0.8, 10), fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def tp_agreement_stacked(record, split, epochs=None, scale=None):
+    """Fig 29: the TP-agreement histogram of every example at each recorded epoch (as Fig 3),
+    each bar stacked by the examples' most frequent predicted label (the mode over the models,
+    one colour a class).  epochs: indices of the recorded epochs to show (default all)."""
+    plt = _plt()
+    preds, labels = record.predictions[split], record.labels[split]
+    n, k = record.n_models, record.n_classes
+    names = record.meta.get("classes") or [str(c) for c in range(k)]
+    sel = list(range(record.n_epochs)) if epochs is None else [e % record.n_epochs for e in epochs]
+    cols = min(len(sel), 4)
+    rows = -(-len(sel) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows + 0.6), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    x = np.arange(n + 1) / n
+    for ax, e in zip(axes.flat, sel):
+        right = (preds[:, e] == labels).sum(0)
+        _, top = M.mode(preds[:, e], return_label=True)
+        bottom = np.zeros(n + 1)
+        for c in range(k):
+            h = np.bincount(right[top == c], minlength=n + 1) / len(labels)
+            ax.bar(x, h, bottom=bottom, width=0.8 / n, color=cmap(c % cmap.N), label=names[c])
+            bottom += h
+        ax.set_title(f"epoch {record.epochs[e]} (accuracy {(preds[:, e] == labels).mean():.2f})", fontsize=9)
+        ax.set_xlabel("TP-agreement", fontsize=8)
+    for ax in axes.flat[len(sel):]:
+        ax.axis("off")
+    for r in range(rows):
+        axes[r, 0].set_ylabel("fraction of examples", fontsize=8)
+    handles, labs = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labs, title="most frequent predicted label", fontsize=8, title_fontsize=8,
+               ncol=min(k, 10), loc="lower center", frameon=False)
+    fig.suptitle(_wrap(f"TP-agreement stacked by the collection's most frequent label - {caption(record, split, scale)}",
+                       fig.get_figwidth(), 10), fontsize=10)
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight() + 0.02, 1, 1))
     return fig
 
 

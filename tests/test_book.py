@@ -207,7 +207,7 @@ def test_chapter_notebooks_have_typed_parameters_then_validation(n):
     first = code[0] if "injected-parameters" not in code[0].metadata.get("tags", []) else code[1]
     assert "parameters" in first.metadata.get("tags", [])
     names = {line.split(":")[0] for line in first.source.splitlines() if line.strip()}
-    assert names == NOTEBOOK_PARAMS
+    assert names == NOTEBOOK_PARAMS | set(book.CHAPTER_PARAMETERS.get(n, ()))
     assert all("# " in line and ": " in line.split("=")[0] for line in first.source.splitlines())
     after = code[code.index(first) + 1]
     after = after if "injected-parameters" not in after.metadata.get("tags", []) else code[code.index(first) + 2]
@@ -296,3 +296,14 @@ def test_variant_pages_get_their_own_titles(tmp_path):
               for name in book.VARIANT_TITLES}
     main = nbformat.read(REPO / "book" / "chapter3.ipynb", as_version=4).cells[0].source.splitlines()[0]
     assert len(titles | {main}) == 3  # three distinct entries in the sidebar
+
+
+def test_chapter_sections_are_checked():
+    assert book.sections(3, "") == book.SECTIONS[3]
+    assert book.sections(3, "3.1, 3.4") == ("3.1", "3.4")
+    with pytest.raises(book.BookError, match=r"unknown section\(s\) \['3.5'\] for chapter 3; sections are: 3.1, protocol"):
+        book.sections(3, "3.1,3.5")
+    with pytest.raises(book.BookError, match="unknown chapter parameters \\['sections'\\]"):
+        book.run_book("smoke", chapters=(4,), parameters={"sections": "3.1"}, build=False)
+    with pytest.raises(book.BookError, match="unknown section"):
+        book.run_book("smoke", chapters=(3,), parameters={"sections": "3.9"}, build=False)

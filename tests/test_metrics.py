@@ -333,3 +333,20 @@ def test_mistake_agreement_and_its_nulls():
     confused = np.where(wrong, (y + 1) % k, y)
     assert np.nanmean(M.null_mistake_agreement(confused, y, k, n_draws=5)) == 1
     assert np.nanmean(M.null_mistake_agreement(confused, y, k, n_draws=5, confusion=False)) < 0.75
+
+
+def test_forgetting_events_effective_classes_and_the_null():
+    y = np.array([0, 1, 2])
+    p = np.array([[[0, 1, 2], [1, 1, 2], [0, 0, 2], [1, 1, 2]]])  # 1 model, 4 epochs
+    np.testing.assert_array_equal(M.forgetting_events(p, y), [[2, 1, 0]])
+    acc = np.array([[0.5, 0.5, 1.0]])
+    np.testing.assert_allclose(M.null_forgetting_events(acc), [0.25])
+    assert M.effective_classes([0, 0, 0], 3) == 1
+    np.testing.assert_allclose(M.effective_classes([0, 1, 2, 0, 1, 2], 3), 3, rtol=ULPS64)
+    assert np.isnan(M.effective_classes([], 3))
+    # independent draws at each epoch: forgetting events match the null on average
+    rng = np.random.default_rng(0)
+    acc = np.array([[0.3, 0.6, 0.8, 0.9]])
+    y = rng.integers(0, 4, 20000)
+    p = np.where(rng.random((1, 4, 20000)) < acc[:, :, None], y, (y + 1) % 4)
+    assert abs(M.forgetting_events(p, y).mean() - M.null_forgetting_events(acc)[0]) < 0.02
