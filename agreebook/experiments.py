@@ -985,7 +985,9 @@ def forgetting_table(record, split, high=0.8, low=0.2, seed=0):
     forgetting events per pair (``metrics.forgetting_events``) with its 95% interval
     (resampling examples) against ``null`` (``metrics.null_forgetting_events``), the share of
     pairs never forgotten, and the examples learned by most (``learned``: TP-agreement >= high
-    at some epoch) and later forgotten by most (``forgotten``, with ``forgotten_ci``)."""
+    at some epoch) and later forgotten by most (``forgotten``, with ``forgotten_ci``; their
+    classes ``forgotten_by_class`` and {epoch: how many first reached ``high`` there}
+    ``forgotten_first_high``)."""
     import pandas as pd
     preds, labels = record.predictions[split], record.labels[split]
     right = preds == labels
@@ -1008,7 +1010,11 @@ def forgetting_table(record, split, high=0.8, low=0.2, seed=0):
                "null": float(M.null_forgetting_events(acc).mean()), "never": float((events == 0).mean()),
                "learned": int(learned.sum()), "forgotten": int(forgot.sum()),
                "forgotten_ci": tuple(map(float, S.mean_ci(forgot[learned][None].astype(float), seed=seed)["ci"][0]))
-               if learned.sum() > 1 else (np.nan, np.nan), "high": high, "low": low}
+               if learned.sum() > 1 else (np.nan, np.nan), "high": high, "low": low,
+               # who they are: their classes, and the recorded epoch they first reached ``high``
+               "forgotten_by_class": np.bincount(labels[forgot], minlength=record.n_classes),
+               "forgotten_first_high": dict(zip(record.epochs.tolist(), np.bincount(
+                   np.argmax(tpa[:, forgot] >= high, axis=0), minlength=record.n_epochs).tolist()))}
     return pd.DataFrame(rows).set_index("epoch"), summary
 
 
