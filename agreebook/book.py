@@ -82,6 +82,13 @@ PRESET_TYPES = {
     # configuration at these epochs shows how the two compare
     "protocol_models": int,
     "protocol_epochs": tuple,
+    # §7: collections trained with a curriculum by the main collection's accessibility, its
+    # reverse, a random order under the same pacing, and plain shuffling, each with seeds of its
+    # own (config.CURRICULA; curriculum_start and curriculum_ramp are the pacing)
+    "curriculum_models": int,
+    "curriculum_epochs": tuple,
+    "curriculum_start": float,
+    "curriculum_ramp": int,
 }
 
 SCALES = {
@@ -94,7 +101,8 @@ SCALES = {
                   linear_pair=("small_st_vgg", "linear_small_st_vgg"), linear_epochs=(1, 2, 4),
                   gaussian_sets=("gaussian_0.05",), synthetic_sizes=(300, 150), synthetic_epochs=(1, 2, 4),
                   gabor_sizes=(300, 150), gabor_epochs=(1, 2, 4), random_label_models=3, random_label_epochs=(1, 2, 4),
-                  protocol_models=2, protocol_epochs=(1, 2)),
+                  protocol_models=2, protocol_epochs=(1, 2), curriculum_models=2, curriculum_epochs=(1, 2),
+                  curriculum_start=0.2, curriculum_ramp=2),
     # cpu: the paper's small-mammals regime, offline (issue 12): five similar CIFAR-10 animal
     # classes, 500 training images a class as in the paper's 2500, recorded from the first
     # epoch (near chance) to convergence, densely early where the order forms.
@@ -131,7 +139,9 @@ SCALES = {
                 # no dropout (Suppl B); epochs until the 2500 random labels are memorised
                 random_label_models=8, random_label_epochs=(1, 2, 4, 8, 16, 24, 32, 48, 64, 80),
                 # 6 x (1 + 2 + 4 + 8 + 16) member-epochs: about 19 minutes on 2 cores
-                protocol_models=6, protocol_epochs=(1, 2, 4, 8, 16)),
+                protocol_models=6, protocol_epochs=(1, 2, 4, 8, 16),
+                # 4 orders x 6 networks x 16 epochs on 2500 images: about 14 minutes on 2 cores
+                curriculum_models=6, curriculum_epochs=(1, 2, 4, 8, 16), curriculum_start=0.2, curriculum_ramp=4),
     "paper": dict(dataset="small_mammals", arch="", n_models=100, epochs=(1, 2, 4, 8, 16, 32, 64, 128), train_size=None,
                   test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   partition_dataset="fashion_mnist", partition_arch="st_vgg", partition_size=1000,
@@ -146,7 +156,9 @@ SCALES = {
                   synthetic_epochs=(1, 2, 4, 8, 16, 32, 64, 128), gabor_sizes=(1200, 1200),
                   gabor_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   random_label_models=100, random_label_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
-                  protocol_models=100, protocol_epochs=(1, 2, 4, 8, 16, 32, 64, 128)),
+                  protocol_models=100, protocol_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
+                  curriculum_models=100, curriculum_epochs=(1, 2, 4, 8, 16, 32, 64, 128), curriculum_start=0.2,
+                  curriculum_ramp=8),
 }
 
 # The paper's architectures (Suppl B): the MNIST net for the MNIST-like sets, st-VGG for the
@@ -342,6 +354,22 @@ class Chapter:
         sizes = {} if train is None and test is None else dict(train_size=train, test_size=test)
         cfg = c.config(n_models=s["adaboost_models"], epochs=s["adaboost_epochs"], **sizes)
         return {"collection": (c, cfg), "features": (c, cfg.replace(n_models=2, seed=cfg.seed + 1000))}
+
+    def curricula(self):
+        """§7's collections, as {order: (Chapter, config)}: "plain" shuffling, and the
+        curricula "easy" (the main collection's training-set accessibility, most accessible
+        first), "hard" (the reverse) and "random" (the same pacing over a random order), each with
+        the preset's ``curriculum_models`` and ``curriculum_epochs`` and one seed, other than the
+        main collection's, so the networks are not the ones that scored the examples."""
+        s = self.sizes
+        base = dict(n_models=s["curriculum_models"], epochs=s["curriculum_epochs"], seed=self.seed + 2000)
+        source = self.run_dir(self.main_config()).name
+        out = {"plain": (self, self.config(**base))}
+        for order in ("easy", "hard", "random"):
+            out[order] = (self, self.config(**base, curriculum=order, curriculum_start=s["curriculum_start"],
+                                            curriculum_ramp=s["curriculum_ramp"],
+                                            **({} if order == "random" else {"curriculum_from": source})))
+        return out
 
     def protocols(self):
         """Suppl D: {"trajectory": (Chapter, config), "retrain": (Chapter, config)}: the main

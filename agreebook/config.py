@@ -17,6 +17,8 @@ from .models import ACTIVATIONS, ARCHS, get_arch
 
 OPTIMIZERS = ("sgd", "adam", "adadelta", "rmsprop")
 PROTOCOLS = ("trajectory", "retrain")
+CURRICULA = ("easy", "hard", "random")
+CURRICULUM_START, CURRICULUM_RAMP = 0.2, 4  # defaults: a fifth of the set, all of it by epoch 4
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,15 @@ class TrainConfig:
     partition: int = 0  # ... and train on this one
     ood: Tuple[str, ...] = ()  # out-of-sample inputs also predicted (§3.4): "noise" or dataset names
     embeddings: Optional[str] = None  # text: a GloVe-format vectors file for the first layer
+    # curriculum (Hacohen & Weinshall 2019, the paper's §7): each epoch draws its minibatches from
+    # the easiest share of the training set, growing from curriculum_start to all of it over
+    # curriculum_ramp epochs; "easy" orders by the accessibility of another collection's record
+    # (curriculum_from: its run folder beside this one), "hard" the reverse, "random" a fixed
+    # random order per member (the pacing alone).  None: plain shuffling
+    curriculum: Optional[str] = None
+    curriculum_from: Optional[str] = None
+    curriculum_start: Optional[float] = None
+    curriculum_ramp: Optional[int] = None
 
     def replace(self, **overrides):
         return dataclasses.replace(self, **check_overrides(overrides))
@@ -115,6 +126,18 @@ class TrainConfig:
             fitting = [a for a in ARCHS if fits(a, self.dataset)]
             raise ConfigError(f"{r.arch} takes {'text' if arch.modality == 'text' else 'images'}, and {self.dataset} is "
                               f"{'text' if text else 'images'}; use one of: {', '.join(fitting)}")
+        if r.curriculum is not None:
+            if r.curriculum not in CURRICULA:
+                raise ConfigError(f"unknown curriculum {r.curriculum!r}; known: {', '.join(CURRICULA)}")
+            if r.curriculum != "random" and not r.curriculum_from:
+                raise ConfigError(f"curriculum {r.curriculum!r} orders by a record's accessibility: set "
+                                  "curriculum_from to that collection's run folder")
+            if r.curriculum_start is not None and not 0 < r.curriculum_start <= 1:
+                raise ConfigError(f"curriculum_start must be in (0, 1]; got {r.curriculum_start}")
+            if r.curriculum_ramp is not None and r.curriculum_ramp < 1:
+                raise ConfigError(f"curriculum_ramp must be at least 1 epoch; got {r.curriculum_ramp}")
+        elif any(getattr(r, k) is not None for k in ("curriculum_from", "curriculum_start", "curriculum_ramp")):
+            raise ConfigError("curriculum_from, curriculum_start and curriculum_ramp need a curriculum")
         if r.embeddings is not None:
             if not text:
                 raise ConfigError("embeddings (a word-vectors file) apply to text datasets only")
@@ -140,7 +163,7 @@ class TrainConfig:
 
 
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
-_LATER_FIELDS = ("embeddings",)
+_LATER_FIELDS = ("embeddings", "curriculum", "curriculum_from", "curriculum_start", "curriculum_ramp")
 
 
 def check_overrides(overrides):

@@ -176,6 +176,7 @@ class _Data:
 
     def __init__(self, ds, arch, device, embeddings=None):
         self.vectors = None
+        self.curriculum = getattr(ds, "curriculum", None)  # (n_train,) scores, or None
         if ds.is_text:
             self.x = {"train": torch.from_numpy(ds.x_train).to(device), "test": torch.from_numpy(ds.x_test).to(device)}
             self.y = {"train": torch.from_numpy(ds.y_train).to(device), "test": torch.from_numpy(ds.y_test).to(device)}
@@ -285,6 +286,61 @@ def finished_checkpoint(epoch, out):
     return {"epoch": epoch, "out": out}
 
 
+def curriculum_scores(cfg, out, ds):
+    """The per-training-example scores a curriculum orders by: the training-set accessibility
+    of the record in ``cfg.curriculum_from`` (a run folder beside ``out``, or a path), checked
+    to be about this configuration's training examples.  None without such a curriculum."""
+    from .metrics import accessibility
+    if cfg.curriculum is None or cfg.curriculum == "random":
+        return None
+    src = Path(cfg.curriculum_from)
+    src = src if src.is_absolute() else Path(out).resolve().parent / src
+    try:
+        rec = Record.load(src)
+    except (RecordError, OSError) as exc:
+        raise ConfigError(f"curriculum_from {cfg.curriculum_from!r}: no finished record at {src} ({exc}); "
+                          "train that collection first") from None
+    if "train" not in rec.predictions or not np.array_equal(rec.labels["train"], ds.y_train):
+        raise ConfigError(f"curriculum_from {cfg.curriculum_from!r} was trained on other training examples; a "
+                          "curriculum needs scores of this configuration's own training set")
+    return accessibility(rec.tp_agreement("train"))
+
+
+def curriculum_pace(cfg, epoch):
+    """The share of the training set epoch ``epoch`` draws from: curriculum_start at epoch 1,
+    growing geometrically to all of it at epoch curriculum_ramp."""
+    from .config import CURRICULUM_RAMP, CURRICULUM_START
+    start = cfg.curriculum_start if cfg.curriculum_start is not None else CURRICULUM_START
+    ramp = cfg.curriculum_ramp if cfg.curriculum_ramp is not None else CURRICULUM_RAMP
+    if ramp <= 1:
+        return 1.0
+    return float(start ** max(0.0, 1 - (epoch - 1) / (ramp - 1)))
+
+
+def curriculum_rank(cfg, seed, n, scores):
+    """The member's order of the training examples, first drawn first: by score ("easy": high
+    accessibility first; "hard": low first), ties broken at random per member, or a random
+    order ("random").  None without a curriculum."""
+    if cfg.curriculum is None:
+        return None
+    jitter = torch.rand(n, generator=torch.Generator().manual_seed(seed ^ 0xC0DE)).numpy()
+    if cfg.curriculum == "random":
+        return torch.from_numpy(np.argsort(jitter))
+    key = -scores if cfg.curriculum == "easy" else scores
+    return torch.from_numpy(np.lexsort((jitter, key)))
+
+
+def epoch_order(n, order, epoch, cfg, rank=None):
+    """The training examples of one epoch, in minibatch order: a permutation of all n, or, with
+    a curriculum, n draws from the first ``curriculum_pace`` share of ``rank`` (the pool
+    shuffled, repeated as needed), so every epoch takes as many steps as a plain one."""
+    if rank is None:
+        return torch.randperm(n, generator=order)
+    pool = min(n, max(cfg.batch_size, int(np.ceil(curriculum_pace(cfg, epoch) * n))))
+    reps = -(-n // pool)
+    return torch.cat([rank[:pool][torch.randperm(pool, generator=order)] for _ in range(reps)])[:n]
+
+
 def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, checkpoint_every_s=0.0, keep=None,
                   precision="fp32"):
     """Train one job to its end, checkpointing as it goes; returns its predictions (and puts
@@ -310,12 +366,13 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
         order.set_state(ck["order"])
         out, start = ck["out"], ck["epoch"]
     n = len(data.y["train"])
+    rank = curriculum_rank(cfg, job.seed, n, data.curriculum)
     saved_at = time.perf_counter()
     for epoch in range(start + 1, job.total + 1):
         for g in opt.param_groups:
             g["lr"] = learning_rate(cfg, epoch)
         model.train()
-        perm = torch.randperm(n, generator=order).to(data.y["train"].device)
+        perm = epoch_order(n, order, epoch, cfg, rank).to(data.y["train"].device)
         for a in range(0, n, cfg.batch_size):
             loss = _loss(model, data, perm[a:a + cfg.batch_size], device, precision)
             opt.zero_grad(set_to_none=True)
@@ -348,7 +405,9 @@ def worker_main(out, names, threads, data_root, download, checkpoint_every_s, pr
     import json
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(json.loads((Path(out) / "config.json").read_text())["config"])
-    data = _Data(prepare_dataset(cfg, data_root, download), cfg.arch, "cpu", cfg.embeddings)
+    ds = prepare_dataset(cfg, data_root, download)
+    ds.curriculum = curriculum_scores(cfg, out, ds)
+    data = _Data(ds, cfg.arch, "cpu", cfg.embeddings)
     parent = os.getppid()
 
     def tick():
@@ -533,6 +592,11 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
     serial = _recurrent(sample)
     engine = _pick_engine(rt.engine, device, serial, rt.stack)
+    if cfg.curriculum is not None:
+        if engine == "stacked" and rt.engine == "stacked":
+            raise ConfigError("a curriculum runs on the loop engine; use engine 'loop' or 'auto'")
+        engine = "loop"
+    ds.curriculum = curriculum_scores(cfg, out, ds)  # checked before anything is written
     precision = _pick_precision(rt.precision, device)
     ident = _identity(cfg, ds)
     ident_path = out / "config.json"
@@ -715,6 +779,7 @@ def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None
     precision = recorded.get("precision") if recorded.get("precision") in ("fp32", "bf16") else \
         _pick_precision(rt.precision, device)
     ds = prepare_dataset(cfg, rt.data_root, rt.download)
+    ds.curriculum = curriculum_scores(cfg, out, ds)
     with torch.device("meta"):
         sample = build_model(cfg.arch, _in_shape(ds, cfg.embeddings), ds.n_classes, cfg.activation, cfg.dropout)
     saved = torch.get_num_threads()

@@ -260,3 +260,41 @@ def test_a_folder_of_an_earlier_network_of_the_same_name_is_refused(tmp_path):
     small = train_collection(TrainConfig(dataset="digits", arch="linear", n_models=2, epochs=(1,), train_size=100,
                                          test_size=50), tmp_path / "l", RT)
     assert "arch_revision" not in small.meta
+
+
+def test_curriculum_paces_the_training_set_by_another_records_accessibility(tmp_path):
+    from agreebook.train import curriculum_pace, curriculum_rank, epoch_order
+    base = TrainConfig(**{**SMALL, "n_models": 2, "epochs": (1, 2)})
+    scores_rec = train_collection(base, tmp_path / "base", RT)
+    # the pace: a fifth of the set at epoch 1, all of it from curriculum_ramp on
+    cfg = base.replace(curriculum="easy", curriculum_from="base", curriculum_start=0.25, curriculum_ramp=3).resolved()
+    assert [curriculum_pace(cfg, e) for e in (1, 2, 3, 4)] == [0.25, 0.5, 1.0, 1.0]
+    # easy first: the pool of epoch 1 is the 100 most accessible examples, each drawn 4 times
+    acc = M.accessibility(scores_rec.tp_agreement("train"))
+    rank = curriculum_rank(cfg, 7, 400, acc)
+    assert acc[rank[:100].numpy()].min() >= acc[rank[100:].numpy()].max()
+    order = epoch_order(400, torch.Generator().manual_seed(0), 1, cfg, rank)
+    assert len(order) == 400 and set(order.tolist()) == set(rank[:100].tolist())
+    assert np.bincount(order.numpy(), minlength=400)[rank[:100].numpy()].tolist() == [4] * 100
+    hard = curriculum_rank(cfg.replace(curriculum="hard"), 7, 400, acc)
+    assert acc[hard[:100].numpy()].max() <= acc[hard[100:].numpy()].min()
+    # without a curriculum the epoch's order is the plain shuffle the records were trained with
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(epoch_order(400, g1, 1, base), torch.randperm(400, generator=g2))
+    rec = train_collection(cfg, tmp_path / "easy", RT)
+    assert rec.is_complete and rec.meta["config"]["curriculum"] == "easy"
+    assert "curriculum" not in base.to_dict()  # records without one keep their identity
+    # bad input: one message, nothing written
+    with pytest.raises(ConfigError, match="curriculum_from 'nowhere': no finished record"):
+        train_collection(cfg.replace(curriculum_from="nowhere"), tmp_path / "x", RT)
+    assert not (tmp_path / "x").exists()
+    other = train_collection(base.replace(train_size=300), tmp_path / "other", RT)
+    with pytest.raises(ConfigError, match="trained on other training examples"):
+        train_collection(cfg.replace(curriculum_from="other"), tmp_path / "y", RT)
+    assert not (tmp_path / "y").exists() and other.is_complete
+    with pytest.raises(ConfigError, match="set curriculum_from"):
+        base.replace(curriculum="easy").validate()
+    with pytest.raises(ConfigError, match="need a curriculum"):
+        base.replace(curriculum_ramp=3).validate()
+    with pytest.raises(ConfigError, match="unknown curriculum 'easiest'"):
+        base.replace(curriculum="easiest", curriculum_from="base").validate()
