@@ -1051,6 +1051,59 @@ def class_emergence_table(record, split, n_boot=S.N_BOOT, level=S.LEVEL, seed=0)
     return t
 
 
+def _welch(a, b, level):
+    """Difference of means a - b (models as the samples) with its Welch t interval."""
+    from scipy import stats as sps
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else np.inf
+    half = sps.t.ppf((1 + level) / 2, df) * se if se > 0 else 0.0
+    d = a.mean() - b.mean()
+    return d, (d - half, d + half)
+
+
+def curriculum_table(results, split="test", reference="plain", level=S.LEVEL):
+    """§7: test accuracy of collections trained in different orders, per recorded epoch: each
+    order's mean accuracy over its networks, and its difference from ``reference`` with a 95%
+    Welch interval (the networks of each collection are the samples: independent seeds).
+    results: {order: record}, all on the same test examples and epochs.  ``attrs["last"]``:
+    {order: (difference, (lo, hi))} at the last recorded epoch."""
+    import pandas as pd
+    ref = results[reference]
+    rows = []
+    for e, epoch in enumerate(ref.epochs):
+        row = {"epoch": int(epoch)}
+        for order, rec in results.items():
+            acc = rec.accuracies(split)[:, e]
+            row[f"{order}"] = acc.mean()
+            if order != reference:
+                d, (lo, hi) = _welch(acc, ref.accuracies(split)[:, e], level)
+                row[f"{order} - {reference}"] = d
+                row[f"{order} 95% CI"] = f"[{lo:+.3f}, {hi:+.3f}]"
+        rows.append(row)
+    t = pd.DataFrame(rows).set_index("epoch")
+    t.attrs["last"] = {order: _welch(rec.accuracies(split)[:, -1], ref.accuracies(split)[:, -1], level)
+                       for order, rec in results.items() if order != reference}
+    t.attrs["n"] = {order: rec.n_models for order, rec in results.items()}
+    return t
+
+
+def curriculum_verdict(table, order="easy", reference="plain"):
+    """("reproduced" | "not reproduced" | "partly", sentence) for §7: a curriculum by these
+    scores "did not seem to benefit the learning".  At the last recorded epoch: reproduced when
+    the interval of (order - reference) reaches 0 or lies below it (no benefit), not reproduced
+    when it lies wholly above 0 (a benefit)."""
+    d, (lo, hi) = table.attrs["last"][order]
+    word = "not reproduced" if lo > 0 else "reproduced"
+    others = "; ".join(f"{o} {v[0]:+.3f} [{v[1][0]:+.3f}, {v[1][1]:+.3f}]" for o, v in table.attrs["last"].items()
+                       if o != order)
+    return word, (f"At epoch {table.index[-1]}, test accuracy with the {order} curriculum minus {reference} "
+                  f"shuffling: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] ({table.attrs['n'][order]} and "
+                  f"{table.attrs['n'][reference]} networks; others: {others}). The paper's claim, such a curriculum "
+                  f"does not benefit the learning: {word}.")
+
+
 def learning_order(record, split):
     """Example indices from the first learned to the last: (n_examples,).
 
@@ -1176,6 +1229,20 @@ def stage_climb(correct, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
             "gain_ci": tuple(map(float, ci))}
 
 
+def stage_dynamics(correct):
+    """How a staged learner's correctness moves, as shares of the examples: right at every
+    stage ("always right"), at none ("never right"), wrong then right from one stage on
+    ("learned once and kept"), and the rest ("flipping"; right, then wrong again).  Only the
+    middle two give an order of learning beyond the final answer.  correct: (stages, n) bool."""
+    c = np.asarray(correct, bool)
+    always, never = c.all(0), ~c.any(0)
+    changes = (c[1:] != c[:-1]).sum(0)
+    kept = ~always & ~never & (changes == 1) & c[-1]
+    n = c.shape[1]
+    return {"always right": always.sum() / n, "never right": never.sum() / n, "learned once and kept": kept.sum() / n,
+            "flipping": 1 - (always.sum() + never.sum() + kept.sum()) / n}
+
+
 def learner_comparison(record, learners, split="test", seed=0):
     """§6 (Fig 11): a network collection's accessibility against other learners' on the same
     examples.  learners: {label: (n_stages, n_examples) bool correctness after every stage}
@@ -1185,22 +1252,29 @@ def learner_comparison(record, learners, split="test", seed=0):
     epoch, the learner's last stage), which asks whether they agree on *when* examples are
     learned beyond agreeing on *which* are learned at the end; the networks' noise ceiling
     (the square root of their split-half reliability: a deterministic learner adds no noise of
-    its own) and r over it.  A first row "networks, two halves" gives the reference."""
+    its own) and r over it; and how the learner's stages move the examples
+    (``stage_dynamics``).  A first row "networks, two halves" gives the reference, its partial r
+    with each half's final TP-agreement taken out."""
     import pandas as pd
     from .analysis import analyze
     net = M.accessibility(record.tp_agreement(split))
     final = record.tp_agreement(split)[-1]
     ceiling = float(np.sqrt(max(analyze(record, split).reliability, 0)))
     even, odd = half_collections(record)
-    halves = S.correlation(*(M.accessibility(h.tp_agreement(split)) for h in (even, odd)), seed=seed)
+    acc_h = [M.accessibility(h.tp_agreement(split)) for h in (even, odd)]
+    halves = S.correlation(*acc_h, seed=seed)
+    hp = S.partial_correlation(*acc_h, np.stack([h.tp_agreement(split)[-1] for h in (even, odd)], 1), seed=seed)
     rows = [{"learner": "networks, two halves", "Pearson r": halves["pearson"],
              "r 95% CI": _ci_text([halves["pearson_ci"]])[0], "Spearman rho": halves["spearman"],
-             "rho 95% CI": _ci_text([halves["spearman_ci"]])[0]}]
+             "rho 95% CI": _ci_text([halves["spearman_ci"]])[0], "partial r (final correctness out)": hp["r"],
+             "partial r 95% CI": _ci_text([hp["ci"]])[0]}]
     for label, correct in learners.items():
         acc = adaboost_accessibility(correct)
         c = S.correlation(net, acc, seed=seed)
         pr = S.partial_correlation(net, acc, np.stack([final, np.asarray(correct[-1], float)], 1), seed=seed)
-        rows.append({"learner": label, "Pearson r": c["pearson"], "r 95% CI": _ci_text([c["pearson_ci"]])[0],
+        dyn = stage_dynamics(correct)
+        rows.append({"learner": label, **{f"examples {k}": v for k, v in dyn.items()},
+                     "Pearson r": c["pearson"], "r 95% CI": _ci_text([c["pearson_ci"]])[0],
                      "Spearman rho": c["spearman"], "rho 95% CI": _ci_text([c["spearman_ci"]])[0],
                      "partial r (final correctness out)": pr["r"], "partial r 95% CI": _ci_text([pr["ci"]])[0],
                      "noise ceiling": ceiling, "r / ceiling": c["pearson"] / ceiling if ceiling > 0 else np.nan,
@@ -1211,29 +1285,24 @@ def learner_comparison(record, learners, split="test", seed=0):
     return t
 
 
-def different_order_verdict(table, learner, paper_r, share=CEILING_SHARE, climb=None):
+def different_order_verdict(table, learner, paper_r, same_r=0.78):
     """("reproduced" | "partly" | "not reproduced", sentence) for §6: another learner orders the
-    examples differently from the networks (the paper: r = ``paper_r``).  Read against the
-    networks' noise ceiling as ``order_verdict`` reads a pair: reproduced when the whole 95%
-    interval of r lies below ``share`` of the ceiling, not reproduced when it lies at or above
-    it, partly otherwise; the sentence sets r beside the paper's value and the partial r.
-    climb: the learner's ``stage_climb``; where its gain's interval reaches 0 the learner has no
-    order over its stages to compare (its accessibility is its final correctness), and the
-    verdict is "untestable"."""
+    examples differently from the networks (the paper: r = ``paper_r``).  Read with chapter 4's
+    bar: ``same_r`` is the lowest accessibility r the paper reports between two network
+    architectures that it calls the same order (Fig 27b).  Reproduced when the whole 95%
+    interval of r lies below it, not reproduced when it lies at or above it, partly otherwise;
+    the sentence adds r over the networks' noise ceiling, the paper's value and the partial r."""
     row = table.loc[learner]
     lo, hi = table.attrs["ci"][learner]
-    bar = share * table.attrs["ceiling"]
-    word = "reproduced" if hi < bar else "not reproduced" if lo >= bar else "partly"
-    if climb is not None and climb["gain_ci"][0] <= 0:
-        word = "untestable"
-    flat = "" if word != "untestable" else (
-        f" Its accuracy does not climb over the stages ({climb['first']:.3f} to {climb['last']:.3f}, gain "
-        f"{climb['gain']:.3f} [{climb['gain_ci'][0]:.3f}, {climb['gain_ci'][1]:.3f}]), so it has no order to compare.")
-    return word, (f"{learner}: accessibility r with the networks {_r(row['Pearson r'])} [{lo:.2f}, {hi:.2f}] "
-                  f"(the paper: {paper_r:g}), {_r(row['r / ceiling'])} of the networks' noise ceiling "
+    word = "reproduced" if hi < same_r else "not reproduced" if lo >= same_r else "partly"
+    vs_paper = ("above" if lo > paper_r else "below" if hi < paper_r else "consistent with")
+    return word, (f"{learner}: accessibility r with the networks {_r(row['Pearson r'])} [{lo:.2f}, {hi:.2f}], "
+                  f"{vs_paper} the paper's {paper_r:g}; {_r(row['r / ceiling'])} of the networks' noise ceiling "
                   f"{_r(table.attrs['ceiling'])}; with both learners' final correctness partialled out "
-                  f"{_r(row['partial r (final correctness out)'])} {row['partial r 95% CI']}. The paper's claim, "
-                  f"a different order (r below {share:.0%} of the ceiling): {word}.{flat}")
+                  f"{_r(row['partial r (final correctness out)'])} {row['partial r 95% CI']} (two halves of the "
+                  f"networks: {_r(table.loc[table.index[0], 'partial r (final correctness out)'])}). The paper's "
+                  f"claim, a different order (r below {same_r:g}, the lowest r the paper reports between two "
+                  f"network architectures): {word}.")
 
 
 def half_split_correlation(record, split="test"):

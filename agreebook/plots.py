@@ -266,7 +266,7 @@ def accessibility_scatter(a, b, label_a, label_b, title, corr=None, bins=0):
         sd = np.sqrt(np.maximum(np.bincount(which, np.asarray(b) ** 2, bins)[ok] / n[ok] - mean ** 2, 0))
         ax.errorbar((np.arange(bins)[ok] + 0.5) / bins, mean, yerr=sd / np.sqrt(n[ok] - 1), fmt="o-",
                     color="tab:red", ms=3, capsize=2, lw=1, label=f"mean {label_b} per bin, ± s.e.")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
     ax.plot([0, 1], [0, 1], color="tab:gray", lw=0.8)
     ax.set_xlabel(f"accessibility: {label_a}")
     ax.set_ylabel(f"accessibility: {label_b}")
@@ -508,15 +508,24 @@ def tp_agreement_dynamics(record, split, n_examples=12, seed=0, scale=None):
     return fig
 
 
-def accuracy_by_stage(curves, title):
-    """Fig 31: test accuracy against the number of boosting stages, one line per curve.
+def accuracy_by_stage(curves, title, x=None, xlabel="weak learners", reference=None):
+    """Fig 31: test accuracy against the number of boosting stages, one line per curve (or
+    against ``x``, e.g. the recorded epochs, with markers).
 
     curves: {label: (n_stages,) accuracies}."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for label, acc in curves.items():
-        ax.plot(np.arange(1, len(acc) + 1), acc, label=label)
-    ax.set_xlabel("weak learners")
+        if x is None:
+            ax.plot(np.arange(1, len(acc) + 1), acc, label=label)
+        else:
+            ax.plot(x, acc, "o-", ms=3, label=label)
+    if x is not None:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(x), [str(int(v)) for v in x])
+    if reference is not None:  # (value, label): e.g. the networks' final accuracy
+        ax.axhline(reference[0], color="tab:gray", ls="--", lw=1, label=reference[1])
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     return _finish_axes(fig, ax, title)
 

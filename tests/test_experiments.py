@@ -139,10 +139,10 @@ def test_learner_comparison_same_and_independent_orders():
     assert abs(t.loc["other", "Pearson r"]) < 0.1 and abs(t.loc["other", "partial r (final correctness out)"]) < 0.1
     assert X.different_order_verdict(t, "copy", 0.35)[0] == "not reproduced"
     word, text = X.different_order_verdict(t, "other", 0.35)
-    assert word == "reproduced" and "(the paper: 0.35)" in text
-    flat = X.stage_climb(np.stack([right[-1]] * 3))  # no climb: nothing to order
-    word, text = X.different_order_verdict(t, "other", 0.35, climb=flat)
-    assert word == "untestable" and "does not climb" in text
+    assert word == "reproduced" and "the paper's 0.35" in text
+    assert t.loc["networks, two halves", "partial r (final correctness out)"] == pytest.approx(1)
+    d = X.stage_dynamics(np.array([[1, 0, 0, 1, 0], [1, 0, 1, 0, 1], [1, 0, 1, 1, 1]], bool))
+    assert d == {"always right": 0.2, "never right": 0.2, "learned once and kept": 0.4, "flipping": pytest.approx(0.2)}
 
 
 def test_half_split_correlation_of_identical_halves_is_one():
@@ -514,3 +514,21 @@ def test_forgetting_and_class_emergence_tables_hand_computed():
     assert t["examples at TPa 1"].tolist() == [2, 1, 3]
     assert t.loc[1, "share a"] == 1 and t.loc[1, "classes spanned at TPa 1"] == 1
     assert t.attrs["change"][0] == pytest.approx(M.effective_classes([0, 1, 1], 2) - 1)
+
+
+def test_curriculum_table_and_verdict():
+    from scipy import stats as sps
+    y = np.arange(100) % 2
+
+    def rec(accs):  # one model per accuracy, right on the first acc*100 examples at both epochs
+        right = np.stack([[np.arange(100) < a * 100] * 2 for a in accs])
+        return Record({"test": np.where(right, y, 1 - y).astype(np.int16)}, {"test": y}, (1, 2), meta={"n_classes": 2})
+
+    plain, easy, same = rec([0.5, 0.52, 0.54]), rec([0.6, 0.62, 0.64]), rec([0.5, 0.52, 0.54])
+    t = X.curriculum_table({"plain": plain, "easy": easy, "same": same})
+    d, (lo, hi) = t.attrs["last"]["easy"]
+    half = sps.t.ppf(0.975, 4) * np.sqrt(2 * 0.02 ** 2 / 3)  # equal variances: Welch's df is 4
+    assert d == pytest.approx(0.1) and (lo, hi) == (pytest.approx(0.1 - half), pytest.approx(0.1 + half))
+    assert X.curriculum_verdict(t)[0] == "not reproduced"  # a clear benefit
+    word, text = X.curriculum_verdict(t, "same")
+    assert word == "reproduced" and "+0.000" in text
