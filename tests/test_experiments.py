@@ -509,11 +509,15 @@ def test_forgetting_and_class_emergence_tables_hand_computed():
     table, s = X.forgetting_table(rec, "train")
     assert list(table.index) == [2, 3] and table.loc[2, "pairs right -> wrong"] == 0.25
     assert table.iloc[:, -1].tolist() == [1, 0]
-    assert (s["events"], s["never"], s["learned"], s["forgotten"]) == (0.25, 0.75, 4, 1)
+    assert (s["events"], s["never"], s["learned"], s["forgotten"], s["forgotten_for_good"]) == (0.25, 0.75, 4, 1, 1)
+    # the example-conditional null: example 1 has TPa 1 then 0: one expected event for each model
+    assert s["null_by_example"] == pytest.approx(0.25)
     t = X.class_emergence_table(rec, "train", n_boot=100)
     assert t["examples at TPa 1"].tolist() == [2, 1, 3]
     assert t.loc[1, "share a"] == 1 and t.loc[1, "classes spanned at TPa 1"] == 1
     assert t.attrs["change"][0] == pytest.approx(M.effective_classes([0, 1, 1], 2) - 1)
+    obs, chance, pval = t.attrs["first_vs_random"]  # epoch 1: 2 examples, both of class a
+    assert obs == 1 and 1 < chance < 2 and 0 < pval <= 1
 
 
 def test_curriculum_table_and_verdict():
@@ -524,11 +528,12 @@ def test_curriculum_table_and_verdict():
         right = np.stack([[np.arange(100) < a * 100] * 2 for a in accs])
         return Record({"test": np.where(right, y, 1 - y).astype(np.int16)}, {"test": y}, (1, 2), meta={"n_classes": 2})
 
-    plain, easy, same = rec([0.5, 0.52, 0.54]), rec([0.6, 0.62, 0.64]), rec([0.5, 0.52, 0.54])
+    plain, easy, same = rec([0.5, 0.52, 0.54]), rec([0.6, 0.63, 0.64]), rec([0.5, 0.52, 0.54])
     t = X.curriculum_table({"plain": plain, "easy": easy, "same": same})
     d, (lo, hi) = t.attrs["last"]["easy"]
-    half = sps.t.ppf(0.975, 4) * np.sqrt(2 * 0.02 ** 2 / 3)  # equal variances: Welch's df is 4
-    assert d == pytest.approx(0.1) and (lo, hi) == (pytest.approx(0.1 - half), pytest.approx(0.1 + half))
+    diffs = np.array([0.1, 0.11, 0.1])  # member by member: paired
+    half = sps.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    assert d == pytest.approx(diffs.mean()) and (lo, hi) == (pytest.approx(d - half), pytest.approx(d + half))
     assert X.curriculum_verdict(t)[0] == "not reproduced"  # a clear benefit
     word, text = X.curriculum_verdict(t, "same")
-    assert word == "reproduced" and "+0.000" in text
+    assert word == "reproduced" and "+0.000" in text and "ruled out" in text
