@@ -33,7 +33,8 @@ class BookError(ValueError):
 
 # --- scale presets: plain overrides with type-checked keys -------------------------------------
 # smoke: every chapter in under a minute on 2 CPU cores (CI).  cpu: what the committed book
-# shows, a few minutes per chapter on 2 cores.  paper: the paper's protocol, for a GPU.
+# shows, a few minutes per chapter on 2 cores.  paper: the paper's data sizes and N, for a GPU; it
+# records on the trajectory protocol like the others (Chapter.protocols gives the retrain one).
 PRESET_TYPES = {
     "dataset": str,  # the chapters' dataset when none is named
     "arch": str,  # "" = the dataset's architecture at this scale (DATASET_ARCH)
@@ -105,7 +106,7 @@ SCALES = {
                   curriculum_start=0.2, curriculum_ramp=2),
     # cpu: the paper's small-mammals regime, offline (issue 12): five similar CIFAR-10 animal
     # classes, 500 training images a class as in the paper's 2500, recorded from the first
-    # epoch (near chance) to convergence, densely early where the order forms.
+    # epoch (test accuracy 0.35, chance 0.20) to convergence, densely early where the order forms.
     "cpu": dict(dataset="cifar10_animals", arch="", n_models=10, epochs=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
                 train_size=2500, test_size=1000,
                 sweep_models=6, sweep_epochs=(1, 2, 4, 8),
