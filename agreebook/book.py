@@ -344,17 +344,25 @@ class Chapter:
         return out
 
     def boosting(self):
-        """§6's collections, as {"collection": (Chapter, config), "features": (Chapter, config)}:
-        the network collection AdaBoost is set against (the preset's ``adaboost_dataset``, unless
-        the user named a dataset), and a configuration of the same data with another seed,
-        whose member 0 gives the learned features: a network that is not a member of the
-        compared collection, as the paper's features came from a network outside it."""
+        """§6's collections, as {"collection": (Chapter, config), "features": (Chapter, config),
+        "linear": ..., "fc": ...}: the network collection AdaBoost is set against (the preset's
+        ``adaboost_dataset``, unless the user named a dataset); a configuration of the same data
+        with another seed, whose member 0 gives the learned features (a network that is not a
+        member of the compared collection); and linear and fully connected networks on the same
+        images (where they take the data), the controls for AdaBoost's linear capacity."""
         s = self.sizes
         c = self if self.dataset_given or not s["adaboost_dataset"] else self.for_dataset(s["adaboost_dataset"])
         train, test = s["adaboost_sizes"]
         sizes = {} if train is None and test is None else dict(train_size=train, test_size=test)
         cfg = c.config(n_models=s["adaboost_models"], epochs=s["adaboost_epochs"], **sizes)
-        return {"collection": (c, cfg), "features": (c, cfg.replace(n_models=2, seed=cfg.seed + 1000))}
+        out = {"collection": (c, cfg), "features": (c, cfg.replace(n_models=2, seed=cfg.seed + 1000))}
+        # capacity controls: networks on the same images, a linear one (logistic regression
+        # trained by SGD) and the fully connected one, to tell AdaBoost's paradigm from its
+        # linear learners' capacity
+        for arch in ("linear", "fc"):
+            if arch != c.arch and fits(arch, c.dataset):
+                out[arch] = (c, c.config(arch=arch, n_models=s["adaboost_models"], epochs=s["adaboost_epochs"], **sizes))
+        return out
 
     def curricula(self):
         """§7's collections, as {order: (Chapter, config)}: "plain" shuffling, and the
