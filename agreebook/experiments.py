@@ -496,7 +496,7 @@ def robustness_table(results, split="test"):
     return pd.DataFrame(rows).set_index("setting")
 
 
-def correlation_table(results, split="test", matrix=None, within_class=False):
+def correlation_table(results, split="test", matrix=None, within_class=False, final_out=False):
     """Accessibility correlations between collections, read against their noise ceilings.
 
     results: [(label, record)] evaluated on the same examples.  One row per pair "A vs B":
@@ -509,7 +509,9 @@ def correlation_table(results, split="test", matrix=None, within_class=False):
     ``correlation_matrix``, when a chapter has it already (its bootstraps are not redone).
     within_class: also the partial r with the example's class partialled out (class indicators),
     with its interval: how much of r is the ranking within the classes rather than which classes
-    are easy (a bootstrap per pair, so off by default).
+    are easy (a bootstrap per pair, so off by default).  final_out: also the partial r with both
+    collections' TP-agreement at their last recorded epoch partialled out: agreement on *when*
+    the examples are learned beyond *which* are known at the end (as ``learner_comparison``).
     """
     import pandas as pd
     m = correlation_matrix(results, split) if matrix is None else matrix
@@ -528,9 +530,14 @@ def correlation_table(results, split="test", matrix=None, within_class=False):
         if within_class:
             w = S.partial_correlation(m["accessibility"][i], m["accessibility"][j], classes)
             rows[-1].update({"within-class r": w["r"], "within-class 95% CI": _ci_text([w["ci"]])[0]})
+        if final_out:
+            finals = np.stack([results[i][1].tp_agreement(split)[-1], results[j][1].tp_agreement(split)[-1]], 1)
+            f = S.partial_correlation(m["accessibility"][i], m["accessibility"][j], finals)
+            rows[-1].update({"partial r (final correctness out)": f["r"], "partial r 95% CI": _ci_text([f["ci"]])[0]})
     columns = ["pair", "examples", "Pearson r", "r 95% CI", "Spearman rho", "rho 95% CI", "reliability A",
                "reliability B", "noise ceiling", "r / ceiling"] + (
-        ["within-class r", "within-class 95% CI"] if within_class else [])
+        ["within-class r", "within-class 95% CI"] if within_class else []) + (
+        ["partial r (final correctness out)", "partial r 95% CI"] if final_out else [])
     return pd.DataFrame(rows, columns=columns).set_index("pair")  # no pair (one collection): no rows
 
 
@@ -1129,8 +1136,8 @@ def curriculum_verdict(table, order="easy", reference="plain"):
     return word, (f"At epoch {table.index[-1]}, test accuracy with the {order} curriculum minus {reference} "
                   f"shuffling: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] ({table.attrs['n'][order]} and "
                   f"{table.attrs['n'][reference]} networks; others: {others}). The paper's claim, such a curriculum "
-                  f"does not benefit the learning: {word} at this epoch (a gain above {hi:+.3f} is ruled out at "
-                  f"95%, one seed per network, no correction for the other epochs).")
+                  f"does not benefit the learning: {word} at this epoch (a gain above {hi:+.3f} is ruled out, "
+                  f"one-sided 97.5%; one seed per network, no correction for the other epochs).")
 
 
 def learning_order(record, split):

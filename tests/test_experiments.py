@@ -497,6 +497,9 @@ def test_within_class_r_removes_what_the_classes_explain():
     assert t["Pearson r"].iloc[0] > 0.7 and abs(t["within-class r"].iloc[0]) < 0.1
     assert t["within-class 95% CI"].iloc[0].startswith("[")
     assert "within-class r" not in X.correlation_table([("a", collection()), ("b", collection())]).columns
+    # partialling out the final TP-agreement: the classes' ease shows there too, so little is left
+    f = X.correlation_table([("a", collection()), ("b", collection())], final_out=True)
+    assert abs(f["partial r (final correctness out)"].iloc[0]) < f["Pearson r"].iloc[0]
 
 
 def test_forgetting_and_class_emergence_tables_hand_computed():
