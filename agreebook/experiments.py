@@ -1104,21 +1104,20 @@ def curriculum_table(results, split="test", reference="plain", level=S.LEVEL):
     results: {order: record}, all on the same test examples, epochs and number of members.  ``attrs["last"]``:
     {order: (difference, (lo, hi))} at the last recorded epoch."""
     import pandas as pd
-    ref = results[reference]
+    acc = {order: rec.accuracies(split) for order, rec in results.items()}  # (models, epochs) each
     rows = []
-    for e, epoch in enumerate(ref.epochs):
+    for e, epoch in enumerate(results[reference].epochs):
         row = {"epoch": int(epoch)}
-        for order, rec in results.items():
-            acc = rec.accuracies(split)[:, e]
-            row[f"{order}"] = acc.mean()
+        for order, a in acc.items():
+            row[f"{order}"] = a[:, e].mean()
             if order != reference:
-                d, (lo, hi) = _paired(acc, ref.accuracies(split)[:, e], level)
+                d, (lo, hi) = _paired(a[:, e], acc[reference][:, e], level)
                 row[f"{order} - {reference}"] = d
                 row[f"{order} 95% CI"] = f"[{lo:+.3f}, {hi:+.3f}]"
         rows.append(row)
     t = pd.DataFrame(rows).set_index("epoch")
-    t.attrs["last"] = {order: _paired(rec.accuracies(split)[:, -1], ref.accuracies(split)[:, -1], level)
-                       for order, rec in results.items() if order != reference}
+    t.attrs["last"] = {order: _paired(a[:, -1], acc[reference][:, -1], level) for order, a in acc.items()
+                       if order != reference}
     t.attrs["n"] = {order: rec.n_models for order, rec in results.items()}
     return t
 
@@ -1289,7 +1288,8 @@ def learner_comparison(record, learners, split="test", seed=0):
     learned beyond agreeing on *which* are learned at the end; the networks' noise ceiling
     (the square root of their split-half reliability: a deterministic learner adds no noise of
     its own) and r over it; and how the learner's stages move the examples
-    (``stage_dynamics``).  A first row "networks, two halves" gives the reference, its partial r
+    (``stage_dynamics``).  ``attrs["correlations"]``: each learner's ``stats.correlation`` with
+    the networks.  A first row "networks, two halves" gives the reference, its partial r
     with each half's final TP-agreement taken out."""
     import pandas as pd
     from .analysis import analyze
@@ -1304,9 +1304,10 @@ def learner_comparison(record, learners, split="test", seed=0):
              "r 95% CI": _ci_text([halves["pearson_ci"]])[0], "Spearman rho": halves["spearman"],
              "rho 95% CI": _ci_text([halves["spearman_ci"]])[0], "partial r (final correctness out)": hp["r"],
              "partial r 95% CI": _ci_text([hp["ci"]])[0]}]
+    correlations = {}
     for label, correct in learners.items():
         acc = adaboost_accessibility(correct)
-        c = S.correlation(net, acc, seed=seed)
+        c = correlations[label] = S.correlation(net, acc, seed=seed)
         pr = S.partial_correlation(net, acc, np.stack([final, np.asarray(correct[-1], float)], 1), seed=seed)
         dyn = stage_dynamics(correct)
         rows.append({"learner": label, **{f"examples {k}": v for k, v in dyn.items()},
@@ -1318,6 +1319,7 @@ def learner_comparison(record, learners, split="test", seed=0):
     t = pd.DataFrame(rows).set_index("learner")
     t.attrs["ci"] = t.pop("_ci").to_dict()
     t.attrs["ceiling"] = ceiling
+    t.attrs["correlations"] = correlations  # the scatters reuse them: no second bootstrap
     return t
 
 
