@@ -272,7 +272,7 @@ class Chapter:
         except (ConfigError, DatasetError, RecordError, LockedError, WorkerError) as exc:
             raise BookError(str(exc)) from None
         rec.meta["scale"] = self.scale
-        _USED[self.run_dir(cfg).name] = rec.meta.get("versions", {})
+        _USED[self.run_dir(cfg).name] = {**rec.meta, "epochs": [int(e) for e in rec.epochs]}
         return rec
 
     def controls(self):
@@ -396,10 +396,13 @@ class Chapter:
         from .train import Runtime, member_model
         cfg = cfg or self.main_config()
         try:
-            return member_model(cfg, self.run_dir(cfg), member,
-                                Runtime(device=self.device, data_root=self.data_root, progress=False))
+            out = member_model(cfg, self.run_dir(cfg), member,
+                               Runtime(device=self.device, data_root=self.data_root, progress=False))
         except (ConfigError, DatasetError, RecordError, LockedError) as exc:
             raise BookError(str(exc)) from None
+        # a page that reads a network's weights links them like a record
+        _MODELS.setdefault(self.run_dir(cfg).name, (cfg, set()))[1].add(member)
+        return out
 
     def for_dataset(self, name):
         """This chapter's settings on another dataset (§5's synthetic sets, chapter 1's second
@@ -487,7 +490,11 @@ def setup(chapter, dataset="", arch="", n_models=0, epochs="", seed=0, scale="cp
     return ch
 
 
-_USED = {}  # the records this kernel's chapter used: run folder -> the versions they were trained with
+_USED = {}  # the records this kernel's chapter used: run folder -> their record.json
+_MODELS = {}  # the trained networks it read: run folder -> (config, members)
+# Where the rendered book serves book/records: _config.yml's html_extra_path copies book/_extra,
+# whose records/ links to ../records, into the site's root.
+RECORDS_URL = "records"
 
 
 class Verdict:
@@ -511,6 +518,75 @@ def verdict(*sentences, title="Verdict"):
     return Verdict(*sentences, title=title)
 
 
+class RecordsTable:
+    """The records a page used, one row each, with links to download them: a table that renders
+    as HTML on the page (links) and as text in a terminal.  ``frame`` is the DataFrame."""
+
+    def __init__(self, frame, links):
+        self.frame, self.links = frame, links
+
+    def _repr_html_(self):
+        import html
+        shown = self.frame.copy()
+        shown["download"] = [" · ".join(f'<a href="{html.escape(url)}">{html.escape(label)}</a>' for label, url in row)
+                             for row in self.links]
+        return shown.to_html(escape=False)
+
+    def __repr__(self):
+        return self.frame.to_string()
+
+
+def records_table():
+    """The records this chapter read (those ``Chapter.collection`` and ``Chapter.member_model``
+    returned in this kernel), one row each: the collection's dataset, architecture, N, recorded
+    epochs, training and test sizes, protocol, seed, and the minutes it took to train, with links
+    to its ``record.npz`` and ``record.json`` (or the weights) under the book's records folder.
+
+    Example: ``book.records_table()`` as the last code cell of a chapter."""
+    import pandas as pd
+    rows, links = {}, []
+    for name, meta in _USED.items():
+        cfg = meta.get("config", {})
+        ep = list(meta.get("epochs", []))
+        rows[name] = {"dataset": meta.get("dataset", ""), "architecture": meta.get("arch", ""),
+                      "N": meta.get("n_models", ""), "epochs": _epoch_span(ep),
+                      "train / test": f"{cfg.get('train_size')} / {cfg.get('test_size')}",
+                      "protocol": meta.get("protocol", ""), "seed": cfg.get("seed", ""),
+                      "settings": _settings(cfg), "minutes": round(meta.get("wall_time_s", 0.0) / 60, 1)}
+        links.append([(f, f"{RECORDS_URL}/{name}/{f}") for f in ("record.npz", "record.json")])
+    for name, (cfg, members) in _MODELS.items():
+        if name in rows:
+            continue
+        rows[name] = {"dataset": cfg.dataset, "architecture": cfg.arch, "N": len(members),
+                      "epochs": _epoch_span(list(cfg.epochs)[-1:]),
+                      "train / test": f"{cfg.train_size} / {cfg.test_size}", "protocol": "weights",
+                      "seed": cfg.seed, "settings": _settings(cfg.to_dict()), "minutes": ""}
+        links.append([(f"m{m:04d}.pt", f"{RECORDS_URL}/{name}/models/m{m:04d}.pt") for m in sorted(members)])
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "record"
+    return RecordsTable(frame, links)
+
+
+def _settings(cfg):
+    """What a record's config sets apart from the defaults of its dataset and architecture at
+    its sizes ("lr=0.1, optimizer=adam"): what tells the rows of a sweep apart."""
+    keys = ("dataset", "arch", "n_models", "epochs", "seed", "train_size", "test_size")
+    try:
+        default = TrainConfig(**{k: (tuple(cfg[k]) if k == "epochs" else cfg[k]) for k in keys}).validate().resolved().to_dict()
+    except (ConfigError, DatasetError, ArchError, KeyError, TypeError):
+        return ""
+    same = lambda a, b: a == b or (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b))
+    return ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                     for k, v in cfg.items() if k not in keys and not same(v, default.get(k)))
+
+
+def _epoch_span(ep):
+    """[1, 2, ..., 64] -> "1-64 (64)"; a short list as it is."""
+    if len(ep) > 4:
+        return f"{ep[0]}-{ep[-1]} ({len(ep)})"
+    return ", ".join(str(e) for e in ep)
+
+
 def versions_table():
     """The package versions the records this chapter used were trained with (their
     record.json), one row per distinct set with how many records share it, and the versions
@@ -521,8 +597,8 @@ def versions_table():
     import scipy
     from . import __version__
     groups = {}
-    for name, v in _USED.items():
-        groups.setdefault(json.dumps(v, sort_keys=True), []).append(name)
+    for name, meta in _USED.items():
+        groups.setdefault(json.dumps(meta.get("versions", {}), sort_keys=True), []).append(name)
     rows = {f"records, set {i + 1} ({len(names)} trained with)": json.loads(key)
             for i, (key, names) in enumerate(groups.items())}
     import matplotlib

@@ -1,4 +1,5 @@
-"""Real-browser check of the built book: every figure on each chapter page loaded, no error cells.
+"""Real-browser check of the built book: every figure on each chapter page loaded, no error cells,
+and every record the page links for download is in the built site.
 
 usage: python tests/browser_check.py book/_build/html chapter2:5 chapter3:10 chapter4 ...
 (PAGE:N also asserts that the page holds at least N figures)
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 PROBE = """
 <script>
@@ -23,7 +25,8 @@ window.addEventListener("load", function () {
   var out = {
     images: imgs.map(function (i) { return [i.getAttribute("src"), i.complete, i.naturalWidth]; }),
     errors: document.querySelectorAll(".output.traceback, .output.error, div.cell_output .traceback").length,
-    mathjax: typeof window.MathJax
+    mathjax: typeof window.MathJax,
+    records: Array.from(document.querySelectorAll("a[href^='records/']")).map(function (a) { return a.href; })
   };
   var pre = document.createElement("pre");
   pre.id = "agreebook-probe";
@@ -67,9 +70,15 @@ def check(html_dir, spec, exe):
         problems.append(f"{page}: {len(res['images'])} figures, at least {least} expected")
     if res["errors"]:
         problems.append(f"{page}: {res['errors']} error output cell(s)")
+    # the links as the browser resolved them; the site serves book/records (html_extra_path)
+    missing = [u for u in res["records"] if not Path(unquote(urlparse(u).path)).is_file()]
+    problems += [f"{page}: record link {u} leads nowhere" for u in missing]
+    if page.startswith("chapter") and not res["records"]:
+        problems.append(f"{page}: links no record")
     if res["mathjax"] == "undefined":
         problems.append(f"{page}: MathJax did not load")
-    print(f"{page}: {len(res['images'])} figures loaded, {res['errors']} error cells, MathJax {res['mathjax']}")
+    print(f"{page}: {len(res['images'])} figures loaded, {res['errors']} error cells, MathJax {res['mathjax']}, "
+          f"{len(res['records']) - len(missing)} of {len(res['records'])} record links resolve")
     return problems
 
 

@@ -307,3 +307,44 @@ def test_chapter_sections_are_checked():
         book.run_book("smoke", chapters=(4,), parameters={"sections": "3.1"}, build=False)
     with pytest.raises(book.BookError, match="unknown section"):
         book.run_book("smoke", chapters=(3,), parameters={"sections": "3.9"}, build=False)
+
+
+def test_records_table_lists_and_links_what_the_chapter_read(tmp_path):
+    book._USED.clear()
+    book._MODELS.clear()
+    ch = book.setup(3, scale="smoke", runs=str(tmp_path))
+    cfg = ch.config(n_models=2, epochs=(1, 2), train_size=200, test_size=100, lr=0.1)
+    ch.collection(cfg)
+    table = book.records_table()
+    name = ch.run_dir(cfg).name
+    row = table.frame.loc[name]
+    assert (row["N"], row["epochs"], row["train / test"], row["settings"]) == (2, "1, 2", "200 / 100", "lr=0.1")
+    assert [url for _, url in table.links[0]] == [f"records/{name}/record.npz", f"records/{name}/record.json"]
+    for _, url in table.links[0]:  # the links name the files the collection wrote
+        assert (tmp_path / url.split("/", 1)[1]).is_file()
+    assert f'href="records/{name}/record.npz"' in table._repr_html_() and name in repr(table)
+
+
+def _page_records():
+    """Record folders the committed pages link (their records tables), page by page."""
+    import re
+    out = {}
+    for nb in sorted((REPO / "book").glob("*.ipynb")):
+        for cell in nbformat.read(nb, as_version=4).cells:
+            if cell.cell_type == "code" and cell.source.strip() == "book.records_table()":
+                html = "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
+                out[nb.stem] = set(re.findall(r'href="records/([^"]+)"', html))
+    return out
+
+
+def test_committed_pages_link_every_committed_record_and_nothing_else():
+    records = REPO / "book" / "records"
+    pages = _page_records()
+    assert set(pages) == {f"chapter{n}" for n in book.CHAPTERS} | {v for vs in book.VARIANTS.values() for v in vs}
+    linked = set().union(*pages.values())
+    for path in linked:
+        assert (records / path).is_file(), path
+    folders = {p.name for p in records.iterdir() if p.is_dir()}
+    assert folders == {p.split("/")[0] for p in linked}  # no record that no page reads
+    assert (REPO / "book" / "_extra" / "records").resolve() == records.resolve()
+    assert 'html_extra_path: ["_extra"]' in (REPO / "_config.yml").read_text()
