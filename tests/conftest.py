@@ -25,4 +25,8 @@ def offline_root(tmp_path_factory):
             p.chmod(0o755 if p.is_dir() else 0o644)
     shutil.copy(SHARED / "stackoverflow_titles_20k.csv", root)
     subprocess.run([sys.executable, str(SHARED / "decode_cifar10.py"), str(root / "cifar10.npz")], check=True)
+    shutil.copytree(SHARED / "references", root / "references")  # C-scores, CIFAR-10H
+    for p in (root / "references").rglob("*"):
+        p.chmod(0o644)
+    (root / "references").chmod(0o755)
     return root
