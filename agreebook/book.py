@@ -567,6 +567,20 @@ def records_table():
     return RecordsTable(frame, links)
 
 
+def page_records(book_dir=None):
+    """{page: set of paths under the records folder} that the committed pages link in their
+    records tables (``records_table``): what the rendered book was computed from."""
+    import re
+    import nbformat
+    out = {}
+    for nb in sorted(Path(book_dir or BOOK).glob("*.ipynb")):
+        for cell in nbformat.read(nb, as_version=4).cells:
+            if cell.cell_type == "code" and cell.source.strip() == "book.records_table()":
+                html = "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
+                out[nb.stem] = set(re.findall(rf'href="{RECORDS_URL}/([^"]+)"', html))
+    return out
+
+
 def _settings(cfg):
     """What a record's config sets apart from the defaults of its dataset and architecture at
     its sizes ("lr=0.1, optimizer=adam"): what tells the rows of a sweep apart."""
@@ -642,6 +656,28 @@ def retitle(path, suffix):
     nbformat.write(nb, path)
 
 
+def drop_sections(path, shown):
+    """Remove the cells of the sections a page did not run: cells tagged ``section-NAME`` for a
+    NAME not in ``shown`` (a published variant page shows only what it ran; a user's run keeps
+    every cell, each skipped section saying so)."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    keep = {f"section-{s}" for s in shown}
+    nb.cells = [c for c in nb.cells
+                if not any(t.startswith("section-") and t not in keep for t in c.metadata.get("tags", []))]
+    nbformat.write(nb, path)
+
+
+def finish_variant(path, name):
+    """A variant page after its execution: the injected parameters collapsed, its own title, and
+    only the sections it ran."""
+    collapse_injected_parameters(path)
+    retitle(path, VARIANT_TITLES[name])
+    for chapter, variants in VARIANTS.items():
+        if name in variants:
+            drop_sections(path, sections(chapter, variants[name].get("sections", "")))
+
+
 def sections(chapter, value):
     """The sections of ``chapter`` a run shows: all for "", else the comma-separated names, each
     one of SECTIONS[chapter] (a BookError names the known ones)."""
@@ -714,9 +750,10 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
             shutil.rmtree(scratch.parent, ignore_errors=True)
             raise BookError(f"{dst.name} could not run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                             f"{dst} is unchanged") from None
-        collapse_injected_parameters(scratch)
         if dst.stem in VARIANT_TITLES:
-            retitle(scratch, VARIANT_TITLES[dst.stem])
+            finish_variant(scratch, dst.stem)
+        else:
+            collapse_injected_parameters(scratch)
         tmp = dst.with_name(f".{dst.name}.tmp")
         shutil.copyfile(scratch, tmp)
         os.replace(tmp, dst)

@@ -43,7 +43,7 @@ def epoch_table(record, split, by_class=False):
         "mean TPa": a.tp_agreement_mean, "bimodality": a.bimodality, "bimodality 95% CI": _ci_text(a.bimodality_ci),
         "null bimodality": a.null_bimodality, p: _p_text(a.p_value, a.n_null_draws), **extra,
         "Agreement": a.agreement, "Agreement 95% CI": _ci_text(a.agreement_ci, 3), "null Agreement": a.null_agreement,
-        "error consistency": a.error_consistency, "kappa 95% CI": _kappa_ci_text(a),
+        "error consistency": a.error_consistency, "error consistency 95% CI": _kappa_ci_text(a),
     }).set_index("epoch")
 
 
@@ -150,7 +150,8 @@ def claim_verdict(record, split, paper_bimodal, alpha=ALPHA):
                   f"{UNIFORM_BIMODALITY:g}) at {c['bimodal']} of the {n} informative epochs{undecided} "
                   f"(mean accuracy {lo:.2f}-{hi:.2f}: epochs {c['epochs'][0]}-{c['epochs'][1]}; "
                   f"below the paper's null at {c['below_null']}, the class-matched one at "
-                  f"{c['below_class_null']}, {UNIFORM_BIMODALITY:g} at {c['below_uniform']}){where}. "
+                  f"{c['below_class_null']}, {UNIFORM_BIMODALITY:g} at {c['below_uniform']}; firmly below "
+                  f"{UNIMODAL_BOUND:g}, the bound no unimodal density passes, at {c['below_unimodal_bound']}){where}. "
                   f"The paper's claim, "
                   f"{'bimodal' if paper_bimodal else 'not bimodal'}: {word}.")
 
@@ -370,16 +371,10 @@ def superset_verdict(record_strong, record_weak, table, split="test", reference=
     only_weak, neither = w & ~s0, ~w & ~s0
     if not only_weak.any() or not neither.any():
         return "untestable", head + f"; at {weak}'s end no example is right for {weak} alone, or none for neither."
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, (n_boot, n))
-    learned = s1[idx]
-
-    def share(group):
-        g = group[idx]
-        with np.errstate(invalid="ignore"):
-            return (learned & g).sum(1) / g.sum(1)
-
-    diff = share(only_weak) - share(neither)
+    # the share of each group the stronger learns, resampled as every other interval is
+    _, d = S.Bootstrap(n, n_boot, seed).sums(np.stack([s1 & only_weak, only_weak, s1 & neither, neither], 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = d[:, 0] / d[:, 1] - d[:, 2] / d[:, 3]
     lo, hi = S.percentile_interval(diff[np.isfinite(diff)])
     p_o, p_n = s1[only_weak].mean(), s1[neither].mean()
     word = "reproduced" if lo > 0 else "not reproduced"
@@ -492,7 +487,7 @@ def robustness_table(results, split="test"):
                      f"epochs with p<{ALPHA:g}": f"{int(a.significant().sum())}/{len(a.epochs)}",
                      f"largest p ({a.n_null_draws} null draws)": _p_text(np.nanmax(a.p_value), a.n_null_draws)[0],
                      "error consistency, last epoch": a.error_consistency[-1],
-                     "kappa 95% CI": _kappa_ci_text(a)[-1]})
+                     "its 95% CI": _kappa_ci_text(a)[-1]})
     return pd.DataFrame(rows).set_index("setting")
 
 
@@ -650,11 +645,6 @@ def naturalness_order(record):
     return sorted((s for s in record.splits if s != "train"), key=lambda s: rank.get(s, 1))
 
 
-def _mean_draws(values, n_boot, rng):
-    v = np.asarray(values, float)
-    return v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
-
-
 def out_of_sample_table(record, results, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
     """§3.4 as a table, a row per split from the most to the least natural: mean Agreement with
     its bootstrap interval (resampling the split's inputs), the paper's reference (Fig 7a: N
@@ -664,12 +654,12 @@ def out_of_sample_table(record, results, n_boot=S.N_BOOT, level=S.LEVEL, seed=0)
     results: ``out_of_sample_agreement``'s.  ``attrs["draws"]`` keeps the bootstrap means for
     ``out_of_sample_verdict``."""
     import pandas as pd
-    rng = np.random.default_rng(seed)
     k, n = record.n_classes, record.n_models
     uniform = M.null_agreement(np.full((n, 1), 1 / k), k, 20000, seed)[0].mean()
     rows, draws = [], {}
     for split, (obs, null) in results.items():
-        d = _mean_draws(obs, n_boot, rng)
+        bs = S.Bootstrap(len(obs), n_boot, seed)  # the blocked resampling of every other interval
+        d = bs.sums(obs)[1] / bs.drawn
         share = (d - null.mean()) / (1 - null.mean()) if null.mean() < 1 else np.full_like(d, np.nan)
         draws[split] = (d, share)
         ci = S.percentile_interval(d[:, None], level)[0]
@@ -690,17 +680,21 @@ def out_of_sample_verdict(table):
     distributions of the train and test images are, the higher the Agreement is" (each split's
     mean above the next less natural one's: the interval of the difference of the two means
     above 0; below 0 contradicts it).  The ordering is also read on the share of the way from
-    the label-frequency null, which discounts a split where every model gives one label.
-    Returns ({"above random": word, "order": word}, [sentences])."""
+    the label-frequency null, which discounts a split where every model gives one label.  The
+    first claim counts the out-of-sample sets only (the test set is given for reference); with a
+    single one (text: noise only) the ordering is read between its two ends and is at best
+    "partly".  Returns ({"above random": word, "order": word}, [sentences])."""
     level = table.attrs["level"]
     draws, uniform = table.attrs["draws"], table.attrs["uniform"]
     splits = list(table.index)
+    ood = [s for s in splits if s != "test"]
     lows = {s: S.percentile_interval(draws[s][0][:, None], level)[0][0] for s in splits}
-    above = [s for s in splits if lows[s] > uniform]
-    means = ", ".join(f"{s} {_r(table.loc[s, 'mean Agreement'])}" for s in splits)
-    above_word = "reproduced" if len(above) == len(splits) else "not reproduced"
-    first = (f"Higher than random labels ({_r(uniform)}, the paper's reference): {len(above)} of the {len(splits)} "
-             f"input sets ({means}); the paper's claim: {above_word}.")
+    above = [s for s in ood if lows[s] > uniform]
+    means = ", ".join(f"{s} {_r(table.loc[s, 'mean Agreement'])}" for s in ood)
+    ref = f"; the test set {_r(table.loc['test', 'mean Agreement'])} for reference" if "test" in splits else ""
+    above_word = "reproduced" if ood and len(above) == len(ood) else "not reproduced" if ood else "untestable"
+    first = (f"Higher than random labels ({_r(uniform)}, the paper's reference): {len(above)} of the {len(ood)} "
+             f"out-of-sample input set(s) ({means}{ref}); the paper's claim: {above_word}.")
 
     def steps(which):
         out = []
@@ -713,8 +707,11 @@ def out_of_sample_verdict(table):
     raw, shared = steps(0), steps(1)
     rels = [r for r, _ in raw]
     word = "reproduced" if all(r == "above" for r in rels) else "not reproduced" if "below" in rels else "partly"
-    second = (f"Falling from the most to the least natural inputs, mean Agreement: "
-              f"{'; '.join(t for _, t in raw)} (95% interval of the difference); the paper's claim: {word}.")
+    ends = ""
+    if len(splits) < 3 and word == "reproduced":  # one step cannot show a graded order
+        word, ends = "partly", " (only its two ends: one out-of-sample set)"
+    second = (f"Falling from the most to the least natural inputs, the difference of mean Agreement (95% "
+              f"interval): {'; '.join(t for _, t in raw)}; the paper's claim{ends}: {word}.")
     third = (f"On the share of the way from the label-frequency null to full agreement: "
              f"{'; '.join(t for _, t in shared)}.")
     return {"above random": above_word, "order": word}, [first, second, third]
@@ -1139,11 +1136,13 @@ def curriculum_verdict(table, order="easy", reference="plain"):
                   f"one-sided 97.5%; one seed per network, no correction for the other epochs).")
 
 
-def learning_order(record, split):
+def learning_order(record, split, seed=0):
     """Example indices from the first learned to the last: (n_examples,).
 
     By accessibility (descending), ties broken by the mean learning epoch over the models that
-    end right on the example (ascending), then by how many models never learn it, then by index.
+    end right on the example (ascending), then by how many models never learn it, then at
+    random (seeded).  The last is no detail: every example at accessibility 1 (or 0) ties on all
+    three, and ordering those by index would pick the first or last few of the dataset's file.
     """
     preds, labels = record.predictions[split], record.labels[split]
     acc = M.accessibility(M.tp_agreement(preds, labels))
@@ -1153,21 +1152,36 @@ def learning_order(record, split):
         warnings.simplefilter("ignore", RuntimeWarning)
         mean_le = np.nanmean(le, axis=0)
     mean_le = np.where(np.isnan(mean_le), np.inf, mean_le)
-    return np.lexsort((np.arange(len(acc)), never, mean_le, -acc))
+    return np.lexsort((np.random.default_rng(seed).permutation(len(acc)), never, mean_le, -acc))
 
 
-def first_and_last(record, split, per_class=3, classes=None):
+def first_and_last(record, split, per_class=3, classes=None, seed=0):
     """Per class, the ``per_class`` examples learned first and last (paper Fig 1).
 
     Returns {class: (first indices, last indices)}, each ordered from the extreme inwards.
+    Exact ties (see ``learning_order``) are drawn at random; ``end_pools`` counts them.
     """
-    order = learning_order(record, split)
+    order = learning_order(record, split, seed)
     labels = record.labels[split][order]
     out = {}
     for c in range(record.n_classes) if classes is None else classes:
         idx = order[labels == c]
         out[c] = (idx[:per_class], idx[::-1][:per_class])
     return out
+
+
+def end_pools(record, split):
+    """Per class: its examples, and how many sit at accessibility 1 (every model right at every
+    recorded epoch) and at 0 (no model ever right): the tied pools ``first_and_last`` draws the
+    first and last learned from when a pool holds more than it shows.  A DataFrame."""
+    import pandas as pd
+    acc = M.accessibility(record.tp_agreement(split))
+    labels = record.labels[split]
+    classes = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
+    return pd.DataFrame([{"class": classes[c], "examples": int((labels == c).sum()),
+                          "at accessibility 1": int(((labels == c) & (acc == 1)).sum()),
+                          "at accessibility 0": int(((labels == c) & (acc == 0)).sum())}
+                         for c in range(record.n_classes)]).set_index("class")
 
 
 def induced_confusion(record, split, epoch_index=-1, threshold=0.5):

@@ -44,32 +44,37 @@ def tp_agreement_histograms(analysis, epochs=None):
         frac = counts[i] / counts[i].sum()
         ax.bar(x, frac, width=0.8 / n, color="tab:blue", label="observed")
         ax.plot(x, pmf[i], "o-", color="tab:red", ms=2.5, lw=1, label="null")
-        ax.set_title(f"epoch {a.epochs[sel[i]]}: bimodality {b_obs[i]:.2f} "
-                     f"[{b_ci[i, 0]:.2f}, {b_ci[i, 1]:.2f}]\nnull {b_null[i]:.2f}", fontsize=8)
+        # any distribution on two values scores 0: then the score says nothing of modes
+        score = ("0 (two values only)" if np.count_nonzero(counts[i]) <= 2
+                 else f"{b_obs[i]:.2f} [{b_ci[i, 0]:.2f}, {b_ci[i, 1]:.2f}]")
+        ax.set_title(f"epoch {a.epochs[sel[i]]}: bimodality {score}\nnull {b_null[i]:.2f}", fontsize=8)
         ax.set_xlabel("TP-agreement")
         if i % cols == 0:
             ax.set_ylabel("fraction of examples")
     return _finish_grid(fig, axes, f"TP-agreement per epoch, null overlaid - {a.caption}")
 
 
-def tp_agreement_map(analysis):
+def tp_agreement_map(analysis, also=()):
     """Epoch x TP-agreement map, observed beside the null (Fig 3b/4): colour = fraction of
-    examples.  analysis: ``analysis.analyze(record, split)``."""
+    examples, one colour scale for every panel.  analysis: ``analysis.analyze(record, split)``;
+    also: (title, analysis) pairs drawn between them, e.g. an independent collection."""
     plt = _plt()
     a = analysis
     n = a.n_models
-    obs = a.tp_agreement_hist / a.tp_agreement_hist.sum(1, keepdims=True)
-    null = a.null_pmf
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
-    vmax = max(obs.max(), null.max())
-    for ax, data, title in zip(axes, (obs, null), ("observed", "null (independent classifiers)")):
+    panels = [("observed", a.tp_agreement_hist / a.tp_agreement_hist.sum(1, keepdims=True))]
+    panels += [(t, b.tp_agreement_hist / b.tp_agreement_hist.sum(1, keepdims=True)) for t, b in also]
+    panels.append(("null (independent classifiers)", a.null_pmf))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), sharey=True)
+    vmax = max(d.max() for _, d in panels)
+    for ax, (title, data) in zip(axes, panels):
         im = ax.imshow(data.T, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=vmax,
                        extent=(-0.5, len(a.epochs) - 0.5, -0.5 / n, 1 + 0.5 / n))
         ax.set_xticks(range(len(a.epochs)), [str(e) for e in a.epochs])
-        ax.set_xlabel("epoch")
+        # the recorded epochs are often log-spaced; the columns are not
+        ax.set_xlabel("epoch (evenly spaced columns)", fontsize=9)
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("TP-agreement")
-    title = _wrap(f"TP-agreement over training - {a.caption}", 9, 10)
+    title = _wrap(f"TP-agreement over training - {a.caption}", 4.5 * len(panels), 10)
     # room above the panels' own titles for every line of the figure's (before the colour bar
     # takes its share of the axes' space)
     fig.subplots_adjust(top=0.86 - 0.07 * title.count("\n"))
@@ -110,7 +115,7 @@ def models_needed(analysis, title):
     ax2.plot([], [], "--", lw=0.8, color="tab:gray", label="null (dashed)")
     ax2.fill_between([], [], [], color="tab:gray", alpha=0.25, lw=0, label=f"{a.level:.0%} CI (examples)")
     ax2.set_xlabel("models n")
-    ax2.set_ylabel("bimodality of TP-agreement")
+    ax2.set_ylabel("bimodality of TP-agreement\n(lower = more bimodal)")
     from matplotlib.ticker import MaxNLocator
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -148,7 +153,8 @@ def _finish_axes(fig, ax, title, legend_size=8):
 
 
 def _finish_grid(fig, axes, title):
-    axes.flat[0].legend(fontsize=8)
+    # the middle of a TP-agreement histogram is where a bimodal one is empty
+    axes.flat[0].legend(fontsize=8, loc="upper center")
     fig.suptitle(_wrap(title, fig.get_figwidth(), 10), fontsize=10)
     fig.tight_layout()
     return fig
@@ -199,7 +205,7 @@ def out_of_sample_agreement(record, results, scale=None):
                         label=f"observed (mean {obs.mean():.2f})",
                         null_label=f"label-frequency null (mean {null.mean():.2f})")
         ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center")  # the middle: between the null's hump and a spike at 1
     axes.flat[0].set_ylabel("fraction of examples")
     fig.suptitle(_wrap(f"Agreement at epoch {record.epochs[-1]} - {caption(record, None, scale)}", 3.4 * k, 10),
                  fontsize=10)
@@ -341,10 +347,10 @@ def accessibility_and_learning_epoch(record, split, scale=None):
     ticks = list(record.epochs) + ["never"]
     counts = [np.sum(le == e) for e in record.epochs] + [np.sum(np.isnan(le))]
     axes[1].bar(range(len(ticks)), np.array(counts) / le.size)
-    axes[1].set_xticks(range(len(ticks)), [str(t) for t in ticks])
-    axes[1].set_xlabel("learning epoch")
+    axes[1].set_xticks(range(len(ticks)), [str(t) for t in ticks], rotation=90, fontsize=8)
+    axes[1].set_xlabel("learning epoch (bars evenly spaced)")
     axes[1].set_ylabel("fraction of (model, example)")
-    fig.suptitle(f"Accessibility and learning epoch - {caption(record, split, scale)}", fontsize=10)
+    fig.suptitle(_wrap(f"Accessibility and learning epoch - {caption(record, split, scale)}", 9, 10), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -463,22 +469,25 @@ def tp_agreement_by_predicted_label(record, split, classes=None, epoch_index=-1,
     cmap = plt.get_cmap("tab10" if record.n_classes <= 10 else "tab20")
     cols = min(len(classes), 5)
     rows = -(-len(classes) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.3 * rows + 0.45), squeeze=False, sharey=True)
     bins = np.arange(n + 2) / n - 0.5 / n
     for ax, c in zip(axes.flat, classes):
         mine = labels == c
-        stacks = [tpa[mine & (top == k)] for k in range(record.n_classes)]
-        used = [k for k in range(record.n_classes) if len(stacks[k])]
-        ax.hist([stacks[k] for k in used], bins=bins, stacked=True,
-                color=[cmap(k % cmap.N) for k in used], label=[str(names[k]) for k in used])
-        ax.set_title(f"true class {names[c]}", fontsize=8)
+        # every class in every panel, empty ones too: one colour a label, one legend for all
+        ax.hist([tpa[mine & (top == k)] for k in range(record.n_classes)], bins=bins, stacked=True,
+                color=[cmap(k % cmap.N) for k in range(record.n_classes)], label=[str(x) for x in names])
+        ax.set_title(f"true class {names[c]}", fontsize=9)
         ax.set_xlabel("TP-agreement", fontsize=8)
-        ax.legend(fontsize=6, title="most predicted", title_fontsize=6)
     for ax in axes.flat[len(classes):]:
         ax.axis("off")
-    fig.suptitle(f"TP-agreement at epoch {record.epochs[epoch_index]}, coloured by the most predicted label"
-                 f" - {caption(record, split, scale)}", fontsize=10)
-    fig.tight_layout()
+    for r in range(rows):
+        axes[r, 0].set_ylabel("examples", fontsize=8)
+    handles, labs = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labs, title="most frequent predicted label", fontsize=8, title_fontsize=8,
+               ncol=min(record.n_classes, 10), loc="lower center", frameon=False)
+    fig.suptitle(_wrap(f"TP-agreement at epoch {record.epochs[epoch_index]}, coloured by the most predicted label"
+                       f" - {caption(record, split, scale)}", fig.get_figwidth(), 10), fontsize=10)
+    fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1))
     return fig
 
 

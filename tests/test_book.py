@@ -298,6 +298,28 @@ def test_variant_pages_get_their_own_titles(tmp_path):
     assert len(titles | {main}) == 3  # three distinct entries in the sidebar
 
 
+def test_a_variant_page_keeps_only_the_sections_it_ran(tmp_path):
+    path = tmp_path / "chapter3_fashion_mnist.ipynb"
+    nb = nbformat.v4.new_notebook()
+    cells = [("# 3. Diversity", []), ("## §3.1", ["section-3.1"]), ("## §3.2", ["section-3.2"]),
+             ("prose of §3.2", ["section-3.2"]), ("## §3.4", ["section-3.4"]), ("## What it shows", [])]
+    nb.cells = [nbformat.v4.new_markdown_cell(src, metadata={"tags": tags}) for src, tags in cells]
+    nbformat.write(nb, path)
+    book.finish_variant(path, "chapter3_fashion_mnist")
+    kept = [c.source for c in nbformat.read(path, as_version=4).cells]
+    assert kept == [f"# 3. Diversity, {book.VARIANT_TITLES['chapter3_fashion_mnist']}", "## §3.1", "## §3.4",
+                    "## What it shows"]
+    # every section of chapter 3 is tagged on its cells, so a variant can drop it
+    tags = {t for c in nbformat.read(REPO / "book" / "chapter3.ipynb", as_version=4).cells
+            for t in c.metadata.get("tags", []) if t.startswith("section-")}
+    assert tags == {f"section-{s}" for s in book.SECTIONS[3]}
+    for name, extra in book.VARIANTS[3].items():  # and the published variants did
+        shown = book.sections(3, extra["sections"])
+        vtags = {t for c in nbformat.read(REPO / "book" / f"{name}.ipynb", as_version=4).cells
+                 for t in c.metadata.get("tags", []) if t.startswith("section-")}
+        assert vtags == {f"section-{s}" for s in shown}
+
+
 def test_chapter_sections_are_checked():
     assert book.sections(3, "") == book.SECTIONS[3]
     assert book.sections(3, "3.1, 3.4") == ("3.1", "3.4")
@@ -325,21 +347,9 @@ def test_records_table_lists_and_links_what_the_chapter_read(tmp_path):
     assert f'href="records/{name}/record.npz"' in table._repr_html_() and name in repr(table)
 
 
-def _page_records():
-    """Record folders the committed pages link (their records tables), page by page."""
-    import re
-    out = {}
-    for nb in sorted((REPO / "book").glob("*.ipynb")):
-        for cell in nbformat.read(nb, as_version=4).cells:
-            if cell.cell_type == "code" and cell.source.strip() == "book.records_table()":
-                html = "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
-                out[nb.stem] = set(re.findall(r'href="records/([^"]+)"', html))
-    return out
-
-
 def test_committed_pages_link_every_committed_record_and_nothing_else():
     records = REPO / "book" / "records"
-    pages = _page_records()
+    pages = book.page_records()
     assert set(pages) == {f"chapter{n}" for n in book.CHAPTERS} | {v for vs in book.VARIANTS.values() for v in vs}
     linked = set().union(*pages.values())
     for path in linked:
