@@ -154,7 +154,7 @@ def _finish_axes(fig, ax, title, legend_size=8):
 
 def _finish_grid(fig, axes, title):
     # the middle of a TP-agreement histogram is where a bimodal one is empty
-    axes.flat[0].legend(fontsize=8, loc="upper center")
+    axes.flat[0].legend(fontsize=8, loc="best")  # least over the bars and the null's curve
     fig.suptitle(_wrap(title, fig.get_figwidth(), 10), fontsize=10)
     fig.tight_layout()
     return fig
@@ -205,7 +205,7 @@ def out_of_sample_agreement(record, results, scale=None):
                         label=f"observed (mean {obs.mean():.2f})",
                         null_label=f"label-frequency null (mean {null.mean():.2f})")
         ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
-        ax.legend(fontsize=7, loc="upper center")  # the middle: between the null's hump and a spike at 1
+        ax.legend(fontsize=7, loc="best")  # least over the null's hump and the bars
     axes.flat[0].set_ylabel("fraction of examples")
     fig.suptitle(_wrap(f"Agreement at epoch {record.epochs[-1]} - {caption(record, None, scale)}", 3.4 * k, 10),
                  fontsize=10)
@@ -349,7 +349,7 @@ def accessibility_and_learning_epoch(record, split, scale=None):
     axes[1].bar(range(len(ticks)), np.array(counts) / le.size)
     axes[1].set_xticks(range(len(ticks)), [str(t) for t in ticks], rotation=90, fontsize=8)
     axes[1].set_xlabel("learning epoch (bars evenly spaced)")
-    axes[1].set_ylabel("fraction of (model, example)")
+    axes[1].set_ylabel("fraction of pairs")
     fig.suptitle(_wrap(f"Accessibility and learning epoch - {caption(record, split, scale)}", 9, 10), fontsize=10)
     fig.tight_layout()
     return fig
