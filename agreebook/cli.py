@@ -1,4 +1,4 @@
-"""python -m agreebook {train, report, book}."""
+"""python -m agreebook {train, report, scores, book}."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,9 @@ def _parser():
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--protocol", default=d.protocol, choices=["trajectory", "retrain"])
     t.add_argument("--random-labels", action="store_true", help="train on seeded random labels")
+    t.add_argument("--save-probabilities", action="store_true",
+                   help="also keep per-entry probabilities and margins (float16), for `scores`' "
+                        "cartography, margin, EL2N and area under the margin")
     t.add_argument("--train-size", type=int, help="stratified subset of the training set")
     t.add_argument("--test-size", type=int, help="stratified subset of the test set")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -75,6 +78,11 @@ def _parser():
     r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")
     r.add_argument("dir", help="the folder given to train --out")
     r.add_argument("--json", action="store_true", help="print one JSON object instead of a table and figures")
+    s = sub.add_parser("scores", help="every per-example score of a record (accessibility, forgetting, "
+                                      "cartography, margin, EL2N, AUM) as CSV, one row per example")
+    s.add_argument("dir", help="the folder given to train --out")
+    s.add_argument("--out", help="CSV file to write (default: DIR/scores.csv)")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON to stdout instead")
     b = sub.add_parser("book", help="execute the book's chapters with papermill, then build the HTML")
     b.add_argument("--scale", default="cpu", help="smoke, cpu or paper (agreebook.book.SCALES)")
     b.add_argument("--chapters", type=int, nargs="+", default=None, help="chapter numbers (default: all)")
@@ -94,6 +102,8 @@ def main(argv=None):
             return _train(args)
         if args.command == "book":
             return _book(args)
+        if args.command == "scores":
+            return _scores(args)
         return _report(args)
     except USER_ERRORS + (BookError,) as exc:
         print(f"agreebook: error: {exc}", file=sys.stderr)
@@ -114,13 +124,39 @@ def _train(args):
     cfg = TrainConfig(**check_overrides({
         "dataset": args.dataset, "arch": args.arch, "n_models": args.models, "epochs": args.epochs,
         "seed": args.seed, "protocol": args.protocol, "random_labels": args.random_labels,
-        "train_size": args.train_size, "test_size": args.test_size, **overrides}))
+        "train_size": args.train_size, "test_size": args.test_size,
+        **({"save_probabilities": True} if args.save_probabilities else {}), **overrides}))
     rt = Runtime(device=args.device, workers=args.workers, data_root=args.data_root,
                  download=not args.no_download, checkpoint_every_s=args.checkpoint_every,
                  engine=args.engine, stack=args.stack, precision=args.precision)
     rec = train_collection(cfg, args.out, rt)
     print(f"wrote {args.out}/record.npz: {rec}")
     print(f"next: python -m agreebook report {args.out}")
+    return 0
+
+
+def _scores(args):
+    """Every labelled split's scores in one table: columns split and its dataset index first."""
+    from pathlib import Path
+    import pandas as pd
+    from .io import atomic_write_text
+    from .scores import scores_table
+    rec = Record.load(args.dir)
+    tables = [scores_table(rec, s) for s in rec.labelled_splits]
+    if not tables:
+        raise RecordError(f"{args.dir} holds no labelled split (train or test); scores need labels")
+    t = pd.concat([x.reset_index().rename(columns={x.index.name: "index"}).assign(split=s)
+                   for s, x in zip(rec.labelled_splits, tables)], ignore_index=True)
+    t = t[["split", "index"] + [c for c in t.columns if c not in ("split", "index")]]
+    if tables[0].attrs["missing"]:
+        print(f"agreebook: note: {tables[0].attrs['missing']}", file=sys.stderr)
+    if args.json:
+        print(t.to_json(orient="records"))
+        return 0
+    out = Path(args.out or Path(args.dir) / "scores.csv")
+    atomic_write_text(out, t.to_csv(index=False, float_format="%.6g"))
+    print(f"wrote {out}: {len(t)} rows ({', '.join(f'{s} {len(x)}' for s, x in zip(rec.labelled_splits, tables))}), "
+          f"{len(t.columns) - 2} columns")
     return 0
 
 

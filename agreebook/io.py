@@ -57,6 +57,10 @@ def atomic_write_json(path, obj):
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()))
 
 
+def atomic_write_text(path, text):
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
 def atomic_torch_save(path, obj):
     import io
     import torch

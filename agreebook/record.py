@@ -2,8 +2,9 @@
 
 ``<dir>/record.npz`` holds, per split ("train", "test", and any out-of-sample split
 "ood_<name>", whose labels are -1: unknown): predicted labels int16
-(n_models, n_epochs, n_examples), the labels, optionally each entry's true-class probability
-(float16), plus the recorded epochs, a completeness mask (n_models, n_epochs) and the metadata
+(n_models, n_epochs, n_examples), the labels, optionally per-entry outputs in float16 (the
+true-class probability, the largest other-class probability, the error norm and the logit
+margin: what ``agreebook.scores`` needs; ``OUTPUT_KEYS``), plus the recorded epochs, a completeness mask (n_models, n_epochs) and the metadata
 as JSON (``meta``).  ``<dir>/record.json`` is a readable copy of the metadata.  Both are
 written atomically.  Build one from your own arrays with ``Record.from_arrays``.
 """
@@ -18,6 +19,10 @@ from . import metrics
 from .io import atomic_savez, atomic_write_json
 
 SPLITS = ("train", "test")
+# per-entry outputs -> their arrays' names in record.npz ("<split>_<name>"); "probabilities"
+# is the true-class probability, the name records have always used
+OUTPUT_KEYS = {"probability": "probabilities", "other_probability": "other_probabilities",
+               "error_norm": "error_norms", "logit_margin": "logit_margins"}
 OOD_PREFIX = "ood_"  # out-of-sample inputs (paper §3.4): no labels, only what the models predict
 
 
@@ -38,11 +43,18 @@ class RecordError(ValueError):
 
 
 class Record:
-    def __init__(self, predictions, labels, epochs, meta=None, probabilities=None, complete=None):
+    def __init__(self, predictions, labels, epochs, meta=None, probabilities=None, complete=None, outputs=None):
+        """predictions, labels: {split: array}; probabilities: {split: true-class probability
+        (n_models, n_epochs, n_examples)}; outputs: {split: {name: array of that shape}} with
+        names from OUTPUT_KEYS (``probabilities`` is outputs' "probability")."""
         self.epochs = np.asarray(epochs, dtype=np.int64)
         self.predictions = {}
         self.labels = {}
-        self.probabilities = {}
+        self.outputs = {}
+        merged = {s: dict(o) for s, o in (outputs or {}).items()}
+        for s, q in (probabilities or {}).items():
+            if q is not None:
+                merged.setdefault(s, {})["probability"] = q
         for split, p in predictions.items():
             p = np.asarray(p)
             if p.ndim != 3 or p.shape[1] != len(self.epochs):
@@ -55,11 +67,13 @@ class Record:
                 raise RecordError(f"{split} predictions must be labels in [0, 32767] (-1: not yet recorded)")
             self.predictions[split] = p.astype(np.int16, copy=False)
             self.labels[split] = y.astype(np.int64, copy=False)
-            if probabilities is not None and probabilities.get(split) is not None:
-                q = np.asarray(probabilities[split])
+            for name, q in merged.get(split, {}).items():
+                if name not in OUTPUT_KEYS:
+                    raise RecordError(f"unknown output {name!r}; outputs are: {', '.join(OUTPUT_KEYS)}")
+                q = np.asarray(q)
                 if q.shape != p.shape:
-                    raise RecordError(f"{split} probabilities must have the predictions' shape {p.shape}")
-                self.probabilities[split] = q.astype(np.float16, copy=False)
+                    raise RecordError(f"{split} {name} must have the predictions' shape {p.shape}; got {q.shape}")
+                self.outputs.setdefault(split, {})[name] = q.astype(np.float16, copy=False)
         shapes = {p.shape[:2] for p in self.predictions.values()}
         if len(shapes) != 1:
             raise RecordError(f"every split needs the same (n_models, n_epochs); got {shapes}")
@@ -68,20 +82,67 @@ class Record:
                          else np.asarray(complete, bool))
         self.meta = dict(meta or {})
 
+    @property
+    def probabilities(self):
+        """{split: true-class probability (n_models, n_epochs, n_examples)} where recorded."""
+        return {s: o["probability"] for s, o in self.outputs.items() if "probability" in o}
+
+    def output(self, split, name):
+        """One per-entry output (OUTPUT_KEYS) of a split, or a RecordError that says how to get it."""
+        if name not in self.outputs.get(split, {}):
+            raise RecordError(f"this record keeps no {name.replace('_', ' ')} for {split}: train it with "
+                              f"--save-probabilities (TrainConfig.save_probabilities=True), or build it with "
+                              f"Record.from_arrays(..., logits=...) or probabilities=(full softmax)")
+        return self.outputs[split][name]
+
     @classmethod
-    def from_arrays(cls, predictions, labels, epochs, meta=None, probabilities=None):
-        """A record from your own models' predictions (any framework).
+    def from_arrays(cls, predictions=None, labels=None, epochs=None, meta=None, probabilities=None, logits=None):
+        """A record from your own models' outputs (any framework: NumPy arrays, or tensors that
+        ``np.asarray`` reads, e.g. ``t.detach().cpu()``).
 
         predictions: {"train": (n_models, n_epochs, n_examples) int, "test": ...} (either split
         may be left out); labels: {split: (n_examples,)}; epochs: (n_epochs,) recorded epochs;
-        meta: free-form, e.g. {"dataset": ..., "arch": ...}.
+        meta: free-form, e.g. {"dataset": ..., "arch": ...}.  logits: {split: (n_models,
+        n_epochs, n_examples, n_classes)}, or probabilities of that shape (softmax outputs), from
+        which the per-entry outputs ``agreebook.scores`` needs are derived, and the predictions
+        (argmax) where they are not given; probabilities of the predictions' shape are taken as
+        true-class probabilities.
+
+        Example:
+            >>> z = np.random.default_rng(0).normal(size=(3, 2, 5, 4))   # 3 models, 2 epochs, 5 examples
+            >>> rec = Record.from_arrays(labels={"test": np.arange(5) % 4}, epochs=[1, 2], logits={"test": z})
+            >>> rec.predictions["test"].shape, sorted(rec.outputs["test"])
+            ((3, 2, 5), ['error_norm', 'logit_margin', 'other_probability', 'probability'])
         """
+        from .scores import outputs_from_logits, outputs_from_probabilities
+        predictions = {s: np.asarray(p) for s, p in (predictions or {}).items()}
+        labels = {s: np.asarray(y) for s, y in (labels or {}).items()}
+        outputs, true_prob = {}, {}
+        full = {s: ("logits", np.asarray(z)) for s, z in (logits or {}).items()}
+        for s, q in (probabilities or {}).items():
+            q = np.asarray(q)
+            if q.ndim == 4:
+                full[s] = ("probabilities", q)
+            else:
+                true_prob[s] = q
+        for s, (kind, a) in full.items():
+            if a.ndim != 4:
+                raise RecordError(f"{s} {kind} must be (n_models, n_epochs, n_examples, n_classes); got {a.shape}")
+            if s not in labels:
+                raise RecordError(f"give labels for {s} (out-of-sample inputs: -1 for every example)")
+            try:
+                outputs[s] = (outputs_from_logits if kind == "logits" else outputs_from_probabilities)(a, labels[s])
+            except ValueError as exc:
+                raise RecordError(f"{s} {kind}: {exc}") from None
+            predictions.setdefault(s, a.argmax(-1))
         if not predictions:
-            raise RecordError("give predictions for at least one split")
+            raise RecordError("give predictions (or logits, or probabilities) for at least one split")
         unknown = {s for s in predictions if s not in SPLITS and not s.startswith(OOD_PREFIX)}
         if unknown:
             raise RecordError(f"unknown splits {sorted(unknown)}; use {SPLITS} or '{OOD_PREFIX}<name>'")
-        return cls(predictions, labels, epochs, meta=meta, probabilities=probabilities)
+        if epochs is None:
+            raise RecordError("give the recorded epochs, e.g. epochs=[1, 2, 4]")
+        return cls(predictions, labels, epochs, meta=meta, probabilities=true_prob, outputs=outputs)
 
     @property
     def splits(self):
@@ -112,7 +173,8 @@ class Record:
             raise RecordError(f"epochs {missing.tolist()} are not recorded; the record has {self.epochs.tolist()}")
         i = np.searchsorted(self.epochs, epochs)
         return Record({s: p[:, i] for s, p in self.predictions.items()}, self.labels, epochs, meta=self.meta,
-                      probabilities={s: q[:, i] for s, q in self.probabilities.items()}, complete=self.complete[:, i])
+                      outputs={s: {k: q[:, i] for k, q in o.items()} for s, o in self.outputs.items()},
+                      complete=self.complete[:, i])
 
     def accuracies(self, split):
         return metrics.accuracies(self.predictions[split], self.labels[split])
@@ -130,8 +192,8 @@ class Record:
         for s in self.splits:
             arrays[f"{s}_predictions"] = _smallest_int(self.predictions[s])
             arrays[f"{s}_labels"] = _smallest_int(self.labels[s])
-            if s in self.probabilities:
-                arrays[f"{s}_probabilities"] = self.probabilities[s]
+            for name, q in self.outputs.get(s, {}).items():
+                arrays[f"{s}_{OUTPUT_KEYS[name]}"] = q
         # compressed, labels in int8 where the classes allow: the book commits its records
         # (the cpu book's main record: 1.5 MB as int16, uncompressed)
         atomic_savez(d / "record.npz", compress=True, **arrays)
@@ -150,8 +212,8 @@ class Record:
                     raise ValueError("it holds no predictions")
                 return cls({s: f[f"{s}_predictions"] for s in splits}, {s: f[f"{s}_labels"] for s in splits},
                            f["epochs"], meta=json.loads(str(f["meta"])),
-                           probabilities={s: f[f"{s}_probabilities"] for s in splits
-                                          if f"{s}_probabilities" in f.files},
+                           outputs={s: {n: f[f"{s}_{key}"] for n, key in OUTPUT_KEYS.items() if f"{s}_{key}" in f.files}
+                                    for s in splits},
                            complete=f["complete"])
         except (RecordError, MemoryError, PermissionError):
             raise  # not damage: the CLI says what it is

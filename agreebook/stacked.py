@@ -29,8 +29,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .io import atomic_torch_save
 from .models import FastDropout, FastELU
-from .train import (_fresh_model, _optimizer, _rng_state, _set_rng_state, eval_batch, finished_checkpoint,
-                    learning_rate)
+from .train import (OUTPUT_NAMES, _fresh_model, _optimizer, _rng_state, _set_rng_state, empty_outputs,
+                    entry_outputs, eval_batch, finished_checkpoint, learning_rate, upgrade_outputs)
 
 
 def plain_copy(model):
@@ -89,8 +89,7 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
     models = [_fresh_model(j, cfg, data, device) for j in jobs]
     orders = [torch.Generator().manual_seed(j.seed ^ 0x5EED) for j in jobs]
     n_rec = len(record_at)
-    outs = [{s: {"pred": np.full((n_rec, len(data.y[s])), -1, np.int16),
-                 "prob": np.zeros((n_rec, len(data.y[s])), np.float16)} for s in data.x} for _ in jobs]
+    outs = [{s: empty_outputs(n_rec, len(data.y[s])) for s in data.x} for _ in jobs]
     checkpoints = [torch.load(p, weights_only=False) if p.exists() else None for p in ckpt_paths]
     start = checkpoints[0]["epoch"] if checkpoints[0] else 0
     if any((ck["epoch"] if ck else 0) != start for ck in checkpoints):
@@ -99,7 +98,7 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
         if ck:
             model.load_state_dict(ck["model"])
             order.set_state(ck["order"])
-            outs[m] = ck["out"]
+            outs[m] = upgrade_outputs(ck["out"])
     params, buffers = stack_module_state(models)
     opt = _optimizer(cfg, list(params.values()))
     if start:
@@ -145,10 +144,12 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
                 for s in data.x:
                     # the group shares one eval batch: M members at a loop's batch each would
                     # hold M times its activations, more than _stack_size measured
-                    preds, probs = _predict(eval_fwd, params, buffers, data.x[s], data.y[s], nchw,
-                                            max(1, eval_batch(device, base) // len(jobs)))
+                    preds, outputs = _predict(eval_fwd, params, buffers, data.x[s], data.y[s], nchw,
+                                              max(1, eval_batch(device, base) // len(jobs)))
                     for m in range(len(jobs)):
-                        outs[m][s]["pred"][row], outs[m][s]["prob"][row] = preds[m], probs[m]
+                        outs[m][s]["pred"][row] = preds[m]
+                        for k, v in outputs.items():
+                            outs[m][s][k][row] = v[m]
         if epoch == total:
             for m, path in enumerate(ckpt_paths):
                 atomic_torch_save(path, finished_checkpoint(epoch, outs[m]))
@@ -167,13 +168,11 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
 
 @torch.no_grad()
 def _predict(eval_fwd, params, buffers, x, y, nchw, batch):
-    """(M, n) int16 predictions and float16 true-class probabilities of every member."""
-    preds, probs = [], []
+    """(M, n) int16 predictions and the per-entry outputs (train.entry_outputs) of every member."""
+    preds, outs = [], []
     for a in range(0, len(x), batch):
         xb = x[a:a + batch]
         logits = eval_fwd(params, buffers, xb.permute(0, 3, 1, 2) if nchw else xb).float()
         preds.append(logits.argmax(2).to(torch.int16).cpu())
-        yb = y[a:a + batch]
-        p = logits.softmax(2).gather(2, yb.clamp_min(0)[None, :, None].expand(len(logits), -1, 1))[..., 0]
-        probs.append(p.masked_fill(yb[None] < 0, 0).to(torch.float16).cpu())
-    return torch.cat(preds, 1).numpy(), torch.cat(probs, 1).numpy()
+        outs.append(entry_outputs(logits, y[a:a + batch]))
+    return torch.cat(preds, 1).numpy(), {k: torch.cat([o[k] for o in outs], 1).numpy() for k in OUTPUT_NAMES}

@@ -38,7 +38,7 @@ from .config import ConfigError, TrainConfig, config_diff
 from .data import load_dataset, out_of_sample, partitions, random_labels, stratified_subset, take
 from .io import FolderLock, WorkerError, atomic_torch_save, atomic_write_json, remove_stale_temporaries
 from .models import TEXT_EMBEDDING_DIM, build_model, count_parameters, get_arch, input_size
-from .record import Record, RecordError
+from .record import OUTPUT_KEYS, Record, RecordError
 
 # eval batches: on a CPU, a conv net's activations of 1000 32x32 images exceed glibc's largest
 # pooled allocation (32 MB), so every batch page-faulted fresh memory: 2.5 s against 1.6 s at
@@ -232,21 +232,55 @@ def _loss(model, data, idx, device, precision):
         return F.cross_entropy(model(_Data.nchw(data.x["train"][idx])).float(), data.y["train"][idx])
 
 
+OUTPUT_NAMES = tuple(OUTPUT_KEYS)  # what a record keeps per entry with save_probabilities
+
+
+def entry_outputs(logits, y):
+    """The per-entry outputs a record keeps with save_probabilities, from logits (..., n, k) and
+    labels (n,) (-1: out-of-sample, all four 0): the true-class probability, the largest
+    other-class probability, ||softmax - onehot||_2 and the logit margin, each (..., n)
+    float16 on the CPU.  ``scores.outputs_from_logits`` is the same in NumPy (tested equal)."""
+    known = y >= 0
+    idx = y.clamp_min(0)
+    p = logits.softmax(-1)
+    onehot = F.one_hot(idx, logits.shape[-1]).bool().expand_as(p)
+    at = idx[:, None].expand(*p.shape[:-1], 1)
+    true_z = logits.gather(-1, at)[..., 0]
+    out = {"probability": p.gather(-1, at)[..., 0], "other_probability": p.masked_fill(onehot, -1.0).amax(-1),
+           "error_norm": (p - onehot.float()).pow(2).sum(-1).sqrt(),
+           "logit_margin": (true_z - logits.masked_fill(onehot, float("-inf")).amax(-1)).clamp(-1e4, 1e4)}
+    return {k: v.masked_fill(~known, 0).to(torch.float16).cpu() for k, v in out.items()}
+
+
+def empty_outputs(n_rec, n):
+    """A member's record of one split before it is filled: predictions -1, outputs 0."""
+    return {"pred": np.full((n_rec, n), -1, np.int16), **{k: np.zeros((n_rec, n), np.float16) for k in OUTPUT_NAMES}}
+
+
+def upgrade_outputs(out):
+    """A member's predictions from a checkpoint written before the record kept every output
+    (its true-class probability under "prob"): the others NaN, never a silent 0."""
+    for s, d in out.items():
+        if "prob" in d:
+            d["probability"] = d.pop("prob")
+        for k in OUTPUT_NAMES:
+            d.setdefault(k, np.full(d["pred"].shape, np.nan, np.float16))
+    return out
+
+
 @torch.inference_mode()
 def predict(model, x, y, nchw=True, batch=None, precision="fp32"):
-    """Predicted labels (int16) and true-class probabilities (float16) in eval mode."""
+    """Predicted labels (int16) and the per-entry outputs (``entry_outputs``) in eval mode."""
     model.eval()
     batch = batch or eval_batch(x.device, model)
-    preds, probs = [], []
+    preds, outs = [], []
     for a in range(0, len(x), batch):
         xb = x[a:a + batch]
         with _autocast(x.device, precision):
             logits = model(_Data.nchw(xb) if nchw else xb).float()
         preds.append(logits.argmax(1).to(torch.int16).cpu())
-        yb = y[a:a + batch, None]
-        p = logits.softmax(1).gather(1, yb.clamp_min(0))[:, 0].masked_fill(yb[:, 0] < 0, 0)
-        probs.append(p.to(torch.float16).cpu())
-    return torch.cat(preds).numpy(), torch.cat(probs).numpy()
+        outs.append(entry_outputs(logits, y[a:a + batch]))
+    return torch.cat(preds).numpy(), {k: torch.cat([o[k] for o in outs]).numpy() for k in OUTPUT_NAMES}
 
 
 def _uses_conv(model):
@@ -348,7 +382,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
     ck = _load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ck is not None and ck["epoch"] == job.total:  # finished: its checkpoint holds no weights
         if keep is None:
-            return ck["out"]
+            return upgrade_outputs(ck["out"])
         ck = None  # the caller wants the trained net: train it again from its seeds
     model = _fresh_model(job, cfg, data, device)
     if _uses_conv(model):
@@ -356,15 +390,14 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
     opt = _optimizer(cfg, model.parameters())
     order = torch.Generator().manual_seed(job.seed ^ 0x5EED)
     n_rec = len(job.record_at)
-    out = {s: {"pred": np.full((n_rec, len(data.y[s])), -1, np.int16),
-               "prob": np.zeros((n_rec, len(data.y[s])), np.float16)} for s in data.x}
+    out = {s: empty_outputs(n_rec, len(data.y[s])) for s in data.x}
     start = 0
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck, device)
         order.set_state(ck["order"])
-        out, start = ck["out"], ck["epoch"]
+        out, start = upgrade_outputs(ck["out"]), ck["epoch"]
     n = len(data.y["train"])
     rank = curriculum_rank(cfg, job.seed, n, data.curriculum)
     saved_at = time.perf_counter()
@@ -381,8 +414,10 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
         for row, (e, _) in enumerate(job.record_at):
             if e == epoch:
                 for s in data.x:
-                    out[s]["pred"][row], out[s]["prob"][row] = predict(model, data.x[s], data.y[s],
-                                                                       precision=precision)
+                    pred, outputs = predict(model, data.x[s], data.y[s], precision=precision)
+                    out[s]["pred"][row] = pred
+                    for k, v in outputs.items():
+                        out[s][k][row] = v
         if epoch == job.total:
             atomic_torch_save(ckpt_path, finished_checkpoint(epoch, out))
         elif time.perf_counter() - saved_at >= checkpoint_every_s:
@@ -645,7 +680,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     labels = {"train": ds.y_train, "test": ds.y_test,
               **{s: np.full(len(x), -1, np.int64) for s, x in ds.ood.items()}}
     preds = {s: np.full((cfg.n_models, n_ep, len(y)), -1, np.int16) for s, y in labels.items()}
-    probs = {s: np.zeros_like(p, dtype=np.float16) for s, p in preds.items()}
+    outputs = {s: {k: np.zeros_like(p, dtype=np.float16) for k in OUTPUT_NAMES} for s, p in preds.items()}
     complete = np.zeros((cfg.n_models, n_ep), bool)
     finished, started = {}, {}  # a killed run's checkpoints: finished jobs' predictions, the rest's epoch
     for job in jobs:
@@ -653,7 +688,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
         ck = _load_checkpoint(path) if path.exists() else None
         if ck is not None:
             if ck["epoch"] == job.total:
-                finished[job.name] = ck["out"]
+                finished[job.name] = upgrade_outputs(ck["out"])
             else:
                 started[job.name] = ck["epoch"]
     todo = [j for j in jobs if j.name not in finished]
@@ -693,7 +728,8 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
         for row, (_, i) in enumerate(job.record_at):
             for s in preds:
                 preds[s][job.member, i] = res[s]["pred"][row]
-                probs[s][job.member, i] = res[s]["prob"][row]
+                for k in OUTPUT_NAMES:
+                    outputs[s][k][job.member, i] = res[s][k][row]
             complete[job.member, i] = True
         if time.perf_counter() - last_write[0] > 30:
             write()
@@ -702,7 +738,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     def write():
         meta["wall_time_s"] = round(wall_before + time.perf_counter() - t0, 2)
         Record(preds, labels, cfg.epochs, meta=meta,
-               probabilities=probs if cfg.save_probabilities else None, complete=complete).save(out)
+               outputs=outputs if cfg.save_probabilities else None, complete=complete).save(out)
 
     # a resumed run adds its time to the killed run's
     wall_before = prev.meta.get("wall_time_s", 0) if prev is not None else 0

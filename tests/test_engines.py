@@ -147,7 +147,8 @@ def test_stacked_group_resumes_to_the_same_predictions_and_the_loop_reads_its_ch
     for w, r in zip(whole, resumed):
         for s in w:
             np.testing.assert_array_equal(w[s]["pred"], r[s]["pred"])
-            np.testing.assert_array_equal(w[s]["prob"], r[s]["prob"])
+            for k in ("probability", "other_probability", "error_norm", "logit_margin"):
+                np.testing.assert_array_equal(w[s][k], r[s][k])
     # the checkpoint format is the loop engine's: a member stacked to epoch 2 finishes in the loop
     _, _, _, paths3 = _group(tmp_path, cfg, "mixed")
     with pytest.raises(KeyboardInterrupt):

@@ -135,6 +135,7 @@ def test_workers_resume_past_jobs_that_finished_before_the_kill(tmp_path):
     out = tmp_path / "resumed"
     job = make_jobs(cfg.validate().resolved())[0]
     shape = {s: ref.predictions[s][0].shape for s in ref.splits}  # (n_epochs, n_examples)
+    # in the format of checkpoints written before records kept every output: "prob" alone
     marked = {s: {"pred": np.full(shape[s], 7, np.int16), "prob": np.zeros(shape[s], np.float16)} for s in ref.splits}
     atomic_torch_save(out / "checkpoints" / f"{job.name}.pt", finished_checkpoint(job.total, marked))
     half_written = [out / ".record.npz.k1ll3d.tmp", out / "checkpoints" / ".m0001.pt.k1ll3d.tmp"]

@@ -1,0 +1,237 @@
+"""The field's per-example difficulty scores, side by side, from one collection's record.
+
+Pure NumPy functions on arrays shaped ``(n_models, n_epochs, n_examples)`` as everywhere in the
+package, each returning ``(n_examples,)``: one value per example for the whole collection (the
+mean over its models of each model's score, unless the docstring says otherwise).  The record
+holds every member's predicted label at every recorded epoch; the probability-based scores also
+need what ``TrainConfig.save_probabilities`` (or ``Record.from_arrays(..., logits=...)``) keeps
+per entry: the true-class probability, the largest other-class probability, the error norm and
+the logit margin (``outputs_from_logits``).
+
+* accessibility (Hacohen et al., ICML 2020): the mean TP-agreement over the recorded epochs
+  (``metrics.accessibility``); the learning epoch (``metrics.learning_epoch``).
+* forgetting events (Toneva et al., ICLR 2019): right-to-wrong transitions between consecutive
+  recorded points; examples a model never gets right are flagged apart.
+* dataset cartography (Swayamdipta et al., EMNLP 2020): confidence, the mean over epochs of the
+  true-class probability; variability, its standard deviation over epochs; correctness, the
+  share of epochs the model is right.
+* the margin: true-class probability minus the largest other-class probability, at one epoch.
+* EL2N (Paul, Ganguli and Dziugaite, NeurIPS 2021): the L2 norm of the softmax output minus the
+  one-hot label, at an early epoch, averaged over models.
+* the area under the margin (Pleiss et al., NeurIPS 2020): the mean over epochs of the logit of
+  the assigned label minus the largest other logit.
+
+The recorded epochs are a sample of training: where a paper averages over every epoch (or
+every step), these average over the recorded ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import _check_predictions
+from .record import OUTPUT_KEYS
+
+OUTPUTS = tuple(OUTPUT_KEYS)  # what the probability-based scores need from a record
+
+
+def _check_values(values, name, like=None):
+    """One validator for the per-entry float arrays: (n_models, n_epochs, n_examples), and the
+    predictions' shape where both are given."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 3:
+        raise ValueError(f"{name} must be (n_models, n_epochs, n_examples); got shape {v.shape}")
+    if like is not None and v.shape != np.shape(like):
+        raise ValueError(f"{name} must have the predictions' shape {np.shape(like)}; got {v.shape}")
+    return v
+
+
+def outputs_from_logits(logits, labels):
+    """Per-entry outputs the probability-based scores need, from logits (..., n_examples,
+    n_classes) and labels (n_examples,): a dict of arrays (..., n_examples) with the true-class
+    probability, the largest other-class probability, the error norm ||softmax - onehot||_2 and
+    the logit margin (true logit minus the largest other).  Labels < 0 (out-of-sample inputs)
+    give 0 for all four.
+
+    Example:
+        >>> out = outputs_from_logits(np.array([[2.0, 0.0, 0.0]]), np.array([0]))
+        >>> round(float(out["probability"][0]), 3), round(float(out["logit_margin"][0]), 1)
+        (0.787, 2.0)
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    if z.ndim < 2 or z.shape[-2] != y.shape[0]:
+        raise ValueError(f"logits must be (..., n_examples, n_classes) with n_examples = {y.shape[0]}; got {z.shape}")
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return _outputs(z, p, y)
+
+
+def outputs_from_probabilities(probabilities, labels):
+    """As ``outputs_from_logits`` from softmax probabilities (..., n_examples, n_classes); the
+    logit margin is then the log-probability margin, which equals the logit margin exactly."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels)
+    if p.ndim < 2 or p.shape[-2] != y.shape[0]:
+        raise ValueError(f"probabilities must be (..., n_examples, n_classes) with n_examples = {y.shape[0]}; "
+                         f"got {p.shape}")
+    if np.any(p < 0) or not np.allclose(p.sum(-1), 1, atol=1e-3):
+        raise ValueError("probabilities must be non-negative and sum to 1 over the classes (softmax outputs)")
+    with np.errstate(divide="ignore"):
+        return _outputs(np.log(p), p, y)
+
+
+def _outputs(z, p, y):
+    k = z.shape[-1]
+    known = y >= 0
+    idx = np.where(known, y, 0)
+    onehot = np.eye(k, dtype=bool)[idx]  # (n_examples, k): broadcasts over leading axes
+    at = np.broadcast_to(idx[:, None], z.shape[:-1] + (1,))
+    true_p = np.take_along_axis(p, at, -1)[..., 0]
+    other_p = np.where(onehot, -np.inf, p).max(-1)
+    true_z = np.take_along_axis(z, at, -1)[..., 0]
+    other_z = np.where(onehot, -np.inf, z).max(-1)
+    err = np.sqrt(((p - onehot) ** 2).sum(-1))
+    out = {"probability": true_p, "other_probability": other_p, "error_norm": err,
+           "logit_margin": np.clip(true_z - other_z, -1e4, 1e4)}  # a probability of 0 gives -inf
+    return {name: np.where(known, v, 0.0) for name, v in out.items()}
+
+
+def forgetting(predictions, labels):
+    """Forgetting events (Toneva et al., ICLR 2019): (events, never_learned), each (n_examples,).
+
+    events: the mean over the models that are right on the example at some recorded epoch of
+    their right-to-wrong transitions between consecutive recorded epochs (NaN where no model
+    ever is); never_learned: the share of models never right on it at any recorded epoch, the
+    examples Toneva et al. count as forgotten infinitely often.  Recorded epochs sample the
+    training steps, so a model's count is at most the per-step one.
+
+    Example:
+        >>> p = np.array([[[0, 1, 1], [1, 1, 1], [0, 1, 1]]])  # 1 model, 3 epochs; labels 0, 0, 1
+        >>> events, never = forgetting(p, np.array([0, 0, 1]))
+        >>> events.tolist(), never.tolist()
+        ([1.0, nan, 0.0], [0.0, 1.0, 0.0])
+    """
+    preds, labels = _check_predictions(predictions, labels)
+    right = preds == labels
+    counts = (right[:, :-1] & ~right[:, 1:]).sum(1).astype(np.float64)  # (n_models, n_examples)
+    ever = right.any(1)
+    with np.errstate(invalid="ignore"):
+        events = np.where(ever, counts, 0).sum(0) / ever.sum(0)
+    return events, 1 - ever.mean(0)
+
+
+def cartography(probabilities, predictions, labels):
+    """Dataset cartography (Swayamdipta et al., EMNLP 2020): (confidence, variability,
+    correctness), each (n_examples,), the mean over models of each model's value.
+
+    probabilities: the true-class probability per entry (n_models, n_epochs, n_examples).
+    confidence: its mean over the recorded epochs; variability: its standard deviation over
+    them (population, as the authors compute it); correctness: the share of recorded epochs
+    the model is right, which averaged over models is accessibility (Hacohen et al.) exactly.
+
+    Example:
+        >>> q = np.array([[[0.2], [0.8]]]); p = np.array([[[1], [0]]])
+        >>> [round(float(v[0]), 2) for v in cartography(q, p, np.array([0]))]
+        [0.5, 0.3, 0.5]
+    """
+    preds, labels = _check_predictions(predictions, labels)
+    q = _check_values(probabilities, "probabilities", preds)
+    return q.mean(1).mean(0), q.std(1).mean(0), (preds == labels).mean(1).mean(0)
+
+
+def margin(probabilities, other_probabilities, epoch_index=-1):
+    """The margin at one recorded epoch: true-class minus largest other-class probability, mean
+    over models: (n_examples,), in [-1, 1]; below 0 where the models lean to another class.
+
+    Example:
+        >>> margin(np.array([[[0.7, 0.2]]]), np.array([[[0.2, 0.5]]])).round(2).tolist()
+        [0.5, -0.3]
+    """
+    q = _check_values(probabilities, "probabilities")
+    o = _check_values(other_probabilities, "other_probabilities", q)
+    return (q[:, epoch_index] - o[:, epoch_index]).mean(0)
+
+
+def el2n(error_norms, epoch_index=0):
+    """EL2N (Paul et al., NeurIPS 2021): the L2 norm of softmax minus one-hot at an early recorded
+    epoch, mean over the models (their paper averages 10 runs at epoch 20 of 200 for CIFAR-10):
+    (n_examples,), in [0, sqrt(2)]; higher is harder.
+
+    Example:
+        >>> el2n(np.array([[[0.1, 1.2]], [[0.3, 1.0]]])).round(2).tolist()
+        [0.2, 1.1]
+    """
+    return _check_values(error_norms, "error_norms")[:, epoch_index].mean(0)
+
+
+def area_under_margin(logit_margins):
+    """The area under the margin (Pleiss et al., NeurIPS 2020): the mean over the recorded epochs
+    of the assigned label's logit minus the largest other logit, mean over models:
+    (n_examples,); low or negative for mislabelled and hard examples.
+
+    Example:
+        >>> area_under_margin(np.array([[[1.0], [3.0]]])).tolist()
+        [2.0]
+    """
+    return _check_values(logit_margins, "logit_margins").mean(1).mean(0)
+
+
+def early_epoch_index(epochs, share=0.1):
+    """The recorded epoch EL2N is read at: the first at or past ``share`` of the last recorded
+    epoch (Paul et al. read CIFAR-10 at epoch 20 of 200)."""
+    ep = np.asarray(epochs)
+    return int(np.flatnonzero(ep >= share * ep[-1])[0])
+
+
+def scores_table(record, split):
+    """Every score of ``split``'s examples, one row each, in the dataset's original order: a
+    DataFrame indexed by the example's index in the full dataset (a subset keeps its
+    indices), with its label and class, then accessibility, the median learning epoch over the
+    models that learn it, the share of models that never do (by the last recorded epoch),
+    forgetting events and the share of models never right, and, where the record keeps the
+    per-entry outputs, cartography's confidence, variability and correctness, the margin at the
+    last recorded epoch, EL2N at ``early_epoch_index`` and the area under the margin.
+    ``attrs["missing"]``: the scores left out, and why.
+
+    Example:
+        >>> from agreebook.record import Record
+        >>> z = np.random.default_rng(0).normal(size=(3, 4, 6, 2))
+        >>> t = scores_table(Record.from_arrays(labels={"test": np.arange(6) % 2}, epochs=[1, 2, 3, 4],
+        ...                                     logits={"test": z}), "test")
+        >>> t.shape, t.attrs["missing"]
+        ((6, 13), '')
+    """
+    import pandas as pd
+    from . import metrics as M
+    from .record import RecordError
+    if split not in record.labelled_splits:
+        raise RecordError(f"scores need labels; {split!r} is not a labelled split of this record "
+                          f"({', '.join(record.labelled_splits)})")
+    preds, labels = record.predictions[split], record.labels[split]
+    sub = (record.meta.get("subset") or {}).get(f"{split}_indices")
+    index = np.asarray(sub, dtype=np.int64) if sub is not None else np.arange(len(labels))
+    names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
+    le = M.learning_epoch(preds, labels, record.epochs)
+    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # examples no model learns
+        median_le = np.nanmedian(le, axis=0)
+    events, never = forgetting(preds, labels)
+    cols = {"label": labels, "class": [names[int(c)] for c in labels],
+            "accessibility": M.accessibility(M.tp_agreement(preds, labels)),
+            "learning epoch (median)": median_le, "not learned by the end (share of models)": np.isnan(le).mean(0),
+            "forgetting events": events, "never right (share of models)": never}
+    have = record.outputs.get(split, {})
+    missing = [n for n in OUTPUTS if n not in have]
+    if not missing:
+        conf, var, corr = cartography(have["probability"], preds, labels)
+        e = early_epoch_index(record.epochs)
+        cols.update({"confidence": conf, "variability": var, "correctness": corr,
+                     f"margin (epoch {record.epochs[-1]})": margin(have["probability"], have["other_probability"]),
+                     f"EL2N (epoch {record.epochs[e]})": el2n(have["error_norm"], e),
+                     "area under the margin": area_under_margin(have["logit_margin"])})
+    t = pd.DataFrame(cols, index=pd.Index(index, name=f"{split} index"))
+    t.attrs["missing"] = ("" if not missing else
+                          "confidence, variability, correctness, margin, EL2N and the area under the margin need "
+                          "the per-entry probabilities: train with --save-probabilities, or build the record with "
+                          "Record.from_arrays(..., logits=...)")
+    return t.sort_index()

@@ -1,0 +1,124 @@
+"""The field's difficulty scores (agreebook.scores) against hand-computed cases."""
+import doctest
+
+import numpy as np
+import pytest
+
+from agreebook import metrics as M, scores as SC
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(SC).failed == 0
+
+
+def test_outputs_from_logits_by_hand():
+    z = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])  # two examples, three classes
+    y = np.array([1, 0])
+    out = SC.outputs_from_logits(z, y)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    np.testing.assert_allclose(out["probability"], [p[0, 1], p[1, 0]])
+    np.testing.assert_allclose(out["other_probability"], [p[0, 0], p[1, 2]])
+    np.testing.assert_allclose(out["logit_margin"], [1.0, -3.0])
+    e0 = np.sqrt(p[0, 0] ** 2 + (1 - p[0, 1]) ** 2 + p[0, 2] ** 2)
+    np.testing.assert_allclose(out["error_norm"][0], e0)
+    # the same from probabilities, and a leading (models, epochs) shape kept
+    back = SC.outputs_from_probabilities(np.broadcast_to(p, (2, 3, 2, 3)), y)
+    for k in SC.OUTPUTS:
+        np.testing.assert_allclose(back[k], np.broadcast_to(out[k], (2, 3, 2)), rtol=1e-12, atol=1e-12)
+    # out-of-sample inputs (label -1): zeros, not an index error
+    assert all(v[1] == 0 for v in SC.outputs_from_logits(z, np.array([1, -1])).values())
+    with pytest.raises(ValueError, match="sum to 1"):
+        SC.outputs_from_probabilities(z, y)
+
+
+def test_forgetting_by_hand():
+    y = np.array([0, 0, 0, 1])
+    # model 0: ex0 right, wrong, right, wrong (2 events); ex1 never right; ex2 always right; ex3 wrong then right
+    # model 1: ex0 always right; ex1 right at epoch 2 only (1 event); ex2 right, wrong (1); ex3 always right
+    right = np.array([[[1, 0, 1, 0], [0, 0, 1, 1], [1, 0, 1, 1], [0, 0, 1, 1]],
+                      [[1, 0, 1, 1], [1, 1, 0, 1], [1, 0, 0, 1], [1, 0, 0, 1]]], bool)  # (models, epochs, examples)
+    preds = np.where(right, y, 1 - y)
+    events, never = SC.forgetting(preds, y)
+    # per model per example: ex0 (2, 0), ex1 (never, 1), ex2 (0, 1), ex3 (0, 0)
+    ex = np.array([[2, 0, 0, 0], [0, 1, 1, 0]])
+    mine = M.forgetting_events(preds, y)
+    np.testing.assert_array_equal(mine, ex)  # the per-model counts the package already has
+    np.testing.assert_allclose(events, [1.0, 1.0, 0.5, 0.0])  # ex1: only model 1 ever learned it
+    np.testing.assert_allclose(never, [0, 0.5, 0, 0])
+
+
+def test_cartography_by_hand_and_correctness_is_accessibility():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    preds = rng.integers(0, 3, (4, 5, 50))
+    q = rng.random((4, 5, 50))
+    conf, var, corr = SC.cartography(q, preds, y)
+    np.testing.assert_allclose(conf, q.mean((0, 1)))
+    np.testing.assert_allclose(var, np.mean([np.std(q[m], axis=0) for m in range(4)], axis=0))
+    np.testing.assert_allclose(corr, M.accessibility(M.tp_agreement(preds, y)))
+    with pytest.raises(ValueError, match="predictions' shape"):
+        SC.cartography(q[:, :4], preds, y)
+
+
+def test_margin_el2n_aum_by_hand():
+    q = np.array([[[0.6, 0.1], [0.9, 0.2]], [[0.4, 0.3], [0.7, 0.4]]])      # 2 models, 2 epochs, 2 examples
+    o = np.array([[[0.3, 0.8], [0.05, 0.7]], [[0.5, 0.6], [0.2, 0.5]]])
+    np.testing.assert_allclose(SC.margin(q, o), [(0.85 + 0.5) / 2, (-0.5 - 0.1) / 2])
+    np.testing.assert_allclose(SC.margin(q, o, epoch_index=0), [(0.3 - 0.1) / 2, (-0.7 - 0.3) / 2])
+    np.testing.assert_allclose(SC.el2n(q), [0.5, 0.2])
+    np.testing.assert_allclose(SC.area_under_margin(q - o), [(0.3 + 0.85 - 0.1 + 0.5) / 4, (-0.7 - 0.5 - 0.3 - 0.1) / 4])
+    with pytest.raises(ValueError, match=r"must be \(n_models, n_epochs, n_examples\)"):
+        SC.el2n(q[0])
+
+
+def _record_with_logits(tmp_path):
+    from agreebook.record import Record
+    rng = np.random.default_rng(1)
+    y = {"train": rng.integers(0, 3, 40), "test": rng.integers(0, 3, 30)}
+    z = {s: rng.normal(size=(4, 3, len(v), 3)) + 2 * np.eye(3)[v] for s, v in y.items()}
+    meta = {"dataset": "toy", "classes": ["a", "b", "c"], "n_classes": 3,
+            "subset": {"train_indices": sorted(rng.choice(100, 40, replace=False).tolist()),
+                       "test_indices": list(range(50, 80))}}
+    rec = Record.from_arrays(labels=y, epochs=[1, 5, 10], logits=z, meta=meta)
+    rec.save(tmp_path / "run")
+    return rec
+
+
+def test_scores_csv_round_trips_in_the_datasets_order(tmp_path, capsys):
+    import pandas as pd
+    from agreebook import cli
+    from agreebook.record import Record
+    rec = _record_with_logits(tmp_path)
+    back = Record.load(tmp_path / "run")  # the outputs survive save and load (float16)
+    for k in SC.OUTPUTS:
+        np.testing.assert_array_equal(back.outputs["test"][k], rec.outputs["test"][k])
+    assert cli.main(["scores", str(tmp_path / "run"), "--out", str(tmp_path / "s.csv")]) == 0
+    t = pd.read_csv(tmp_path / "s.csv")
+    assert list(t["split"].unique()) == ["train", "test"] and len(t) == 70
+    for split in ("train", "test"):
+        mine = SC.scores_table(back, split)
+        got = t[t["split"] == split].set_index("index")
+        assert list(got.index) == rec.meta["subset"][f"{split}_indices"]  # the full dataset's indices
+        for col in mine.columns:
+            if col == "class":
+                assert list(got[col]) == list(mine[col])
+            else:
+                np.testing.assert_allclose(got[col].to_numpy(float), mine[col].to_numpy(float), rtol=1e-5, atol=1e-6)
+    capsys.readouterr()  # the CSV run's "wrote ..." line
+    assert cli.main(["scores", str(tmp_path / "run"), "--json"]) == 0
+    rows = __import__("json").loads(capsys.readouterr().out)
+    assert len(rows) == 70 and "area under the margin" in rows[0]
+
+
+def test_scores_of_a_record_without_probabilities_say_how_to_get_them(tmp_path, capsys):
+    from agreebook import cli
+    from agreebook.record import Record, RecordError
+    y = np.array([0, 1, 1, 0])
+    rec = Record.from_arrays({"test": np.stack([np.stack([y, 1 - y])] * 2)}, {"test": y}, [1, 2])
+    rec.save(tmp_path / "r")
+    assert cli.main(["scores", str(tmp_path / "r"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert "train with --save-probabilities" in capsys.readouterr().err
+    with pytest.raises(RecordError, match="--save-probabilities"):
+        rec.output("test", "error_norm")
+    with pytest.raises(RecordError, match="logits must be"):
+        Record.from_arrays(labels={"test": y}, epochs=[1], logits={"test": np.zeros((2, 4, 3))})
