@@ -183,6 +183,27 @@ def early_epoch_index(epochs, share=0.1):
     return int(np.flatnonzero(ep >= share * ep[-1])[0])
 
 
+def per_model(record, split):
+    """Each model's own value of every score, {name: (n_models, n_examples)}: what the
+    collection's score averages (NaN where a model has none: forgetting events of an example
+    the model never gets right), and what ``stats.score_reliability`` reads to tell how many
+    models each score needs.  The probability-based ones only where the record keeps outputs."""
+    from . import metrics as M
+    preds, labels = record.predictions[split], record.labels[split]
+    right = preds == labels
+    events = M.forgetting_events(preds, labels).astype(np.float64)
+    out = {"accessibility": right.mean(1), "forgetting events": np.where(right.any(1), events, np.nan)}
+    have = record.outputs.get(split, {})
+    if all(n in have for n in OUTPUTS):
+        q = have["probability"].astype(np.float64)
+        e = early_epoch_index(record.epochs)
+        out.update({"confidence": q.mean(1), "variability": q.std(1),
+                    "margin": q[:, -1] - have["other_probability"][:, -1].astype(np.float64),
+                    "EL2N": have["error_norm"][:, e].astype(np.float64),
+                    "area under the margin": have["logit_margin"].astype(np.float64).mean(1)})
+    return out
+
+
 def scores_table(record, split):
     """Every score of ``split``'s examples, one row each, in the dataset's original order: a
     DataFrame indexed by the example's index in the full dataset (a subset keeps its

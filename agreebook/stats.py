@@ -397,6 +397,50 @@ def split_half_reliability(predictions, labels, n_splits=N_SPLITS, seed=0):
     return {"reliability": float(np.mean(rel)), "half_r": r, "sd": float(np.std(rel))}
 
 
+def score_reliability(per_model, sizes=None, n_splits=N_SPLITS, seed=0):
+    """Split-half reliability of any per-example score a collection averages over its models
+    (``scores.per_model``'s arrays): for each n in ``sizes`` (default 2..N), ``n_splits`` random
+    subsets of n models are cut into two halves of floor(n/2), each half's mean score (NaN-aware:
+    a model without a value for an example is left out of its half's mean) is correlated with
+    the other's over the examples where both have one, and r is corrected to n models by
+    Spearman-Brown.  The same reading as ``split_half_reliability`` gives accessibility; here for
+    forgetting events, confidence, EL2N or any other score, so their "how many models" curves
+    can be set side by side.
+
+    per_model: (n_models, n_examples).  Returns {"sizes": (k,), "reliability": (k,) mean over
+    splits, "range": (k, 2) smallest and largest split}.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> shared = rng.random(400)
+        >>> out = score_reliability(shared + 0.1 * rng.normal(size=(8, 400)), sizes=[2, 8])
+        >>> bool(out["reliability"][1] > out["reliability"][0] > 0.8)
+        True
+    """
+    v = np.asarray(per_model, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] < 2:
+        raise ValueError(f"per_model must be (n_models >= 2, n_examples); got shape {v.shape}")
+    n_models = v.shape[0]
+    sizes = list(range(2, n_models + 1)) if sizes is None else [int(n) for n in sizes]
+    if any(n < 2 or n > n_models for n in sizes):
+        raise ValueError(f"sizes must lie in 2..{n_models}; got {sizes}")
+    rng = np.random.default_rng(seed)
+    rel, rng_out = [], []
+    for n in sizes:
+        vals = []
+        for _ in range(n_splits):
+            pick = rng.permutation(n_models)[:n]
+            with warnings.catch_warnings():  # an example no model of a half has a value for
+                warnings.simplefilter("ignore", RuntimeWarning)
+                a, b = np.nanmean(v[pick[: n // 2]], 0), np.nanmean(v[pick[n // 2: 2 * (n // 2)]], 0)
+            ok = np.isfinite(a) & np.isfinite(b)
+            r = np.corrcoef(a[ok], b[ok])[0, 1] if ok.sum() > 2 and a[ok].std() > 0 and b[ok].std() > 0 else np.nan
+            vals.append(float(spearman_brown(r, n / (n // 2))))
+        rel.append(np.nanmean(vals) if np.isfinite(vals).any() else np.nan)
+        rng_out.append((np.nanmin(vals), np.nanmax(vals)) if np.isfinite(vals).any() else (np.nan, np.nan))
+    return {"sizes": np.asarray(sizes), "reliability": np.asarray(rel), "range": np.asarray(rng_out)}
+
+
 def models_needed(predictions, labels, sizes=None, n_draws=N_SUBSETS, seed=0, n_boot=N_BOOT, level=LEVEL,
                   n_blocks=N_BLOCKS):
     """How many models a collection needs: reliability of accessibility and bimodality of

@@ -122,3 +122,23 @@ def test_scores_of_a_record_without_probabilities_say_how_to_get_them(tmp_path, 
         rec.output("test", "error_norm")
     with pytest.raises(RecordError, match="logits must be"):
         Record.from_arrays(labels={"test": y}, epochs=[1], logits={"test": np.zeros((2, 4, 3))})
+
+
+def test_per_model_scores_average_to_the_collections_and_their_reliability():
+    from agreebook import stats as S
+    from agreebook.record import Record
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 200)
+    hard = rng.random(200)  # a difficulty every model shares
+    z = rng.normal(size=(6, 4, 200, 3)) + 3 * np.eye(3)[y] * (1 - hard)[None, None, :, None]
+    rec = Record.from_arrays(labels={"test": y}, epochs=[1, 2, 4, 8], logits={"test": z})
+    pm = SC.per_model(rec, "test")
+    t = SC.scores_table(rec, "test")
+    np.testing.assert_allclose(pm["accessibility"].mean(0), t["accessibility"])
+    np.testing.assert_allclose(np.nanmean(pm["forgetting events"], 0), t["forgetting events"])
+    np.testing.assert_allclose(pm["confidence"].mean(0), t["confidence"], rtol=1e-6)
+    np.testing.assert_allclose(pm["EL2N"].mean(0), t["EL2N (epoch 1)"], rtol=1e-6)
+    rel = S.score_reliability(pm["confidence"], sizes=[2, 6])
+    assert 0.5 < rel["reliability"][0] < rel["reliability"][1] <= 1  # more models, a steadier score
+    with pytest.raises(ValueError, match="sizes must lie in 2..6"):
+        S.score_reliability(pm["confidence"], sizes=[7])
