@@ -41,6 +41,10 @@ class TrainConfig:
     random_labels: bool = False  # replace the train labels by seeded uniform ones (paper §5)
     train_size: Optional[int] = None  # stratified subset of the training set
     test_size: Optional[int] = None
+    # training-set examples the collection never trains on, predicted with their labels as the
+    # split "heldout" (stratified, from outside the train_size subset): held-out accessibility,
+    # the quantity C-scores estimate
+    heldout_size: Optional[int] = None
     data_seed: int = 0  # synthetic data, subsets and random labels
     optimizer: Optional[str] = None
     lr: Optional[float] = None
@@ -112,9 +116,12 @@ class TrainConfig:
             if name != "noise" and name not in DATASETS:
                 raise ConfigError(f"unknown out-of-sample set {name!r}; use 'noise' or a dataset: "
                                   f"{', '.join(DATASETS)}")
-        for name in ("train_size", "test_size"):
+        for name in ("train_size", "test_size", "heldout_size"):
             if getattr(r, name) is not None and getattr(r, name) < 1:
                 raise ConfigError(f"{name} must be positive; got {getattr(r, name)}")
+        if r.heldout_size is not None and (r.train_size is None or r.n_partitions > 1):
+            raise ConfigError("heldout_size takes its examples from outside the training subset: set train_size "
+                              "(and keep n_partitions 1)")
         if r.activation is not None and r.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {r.activation!r}; known: {', '.join(ACTIVATIONS)}")
         if r.dropout is not None and not 0 <= r.dropout < 1:
@@ -163,7 +170,7 @@ class TrainConfig:
 
 
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
-_LATER_FIELDS = ("embeddings", "curriculum", "curriculum_from", "curriculum_start", "curriculum_ramp")
+_LATER_FIELDS = ("embeddings", "curriculum", "curriculum_from", "curriculum_start", "curriculum_ramp", "heldout_size")
 
 
 def check_overrides(overrides):

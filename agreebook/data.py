@@ -15,6 +15,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class Dataset:
     source: str = ""
     subset: dict = field(default_factory=dict)  # which examples of the named set these are
     ood: dict = field(default_factory=dict)  # {"ood_<name>": (n, H, W, C) uint8}: unlabelled inputs
+    heldout: Optional[tuple] = None  # (x, y) training-set examples left out of training, labelled
     vocabulary: list = field(default_factory=list)  # text sets: word of token id i + 2 (0 pad, 1 unknown)
 
     @property

@@ -18,7 +18,7 @@ import numpy as np
 from . import metrics
 from .io import atomic_savez, atomic_write_json
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "heldout")  # labelled; "heldout": training-set examples never trained on
 # per-entry outputs -> their arrays' names in record.npz ("<split>_<name>"); "probabilities"
 # is the true-class probability, the name records have always used
 OUTPUT_KEYS = {"probability": "probabilities", "other_probability": "other_probabilities",

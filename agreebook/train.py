@@ -115,7 +115,18 @@ def prepare_dataset(cfg, data_root=None, download=True):
         if cfg.test_size > len(ds.y_test):
             raise ConfigError(f"test_size {cfg.test_size} exceeds {cfg.dataset}'s {len(ds.y_test)} test examples")
         te = stratified_subset(ds.y_test, cfg.test_size, cfg.data_seed + 1)
+    held = None
+    if cfg.heldout_size is not None:
+        rest = np.setdiff1d(np.arange(len(ds.y_train)), tr)
+        if cfg.heldout_size > len(rest):
+            raise ConfigError(f"heldout_size {cfg.heldout_size} exceeds the {len(rest)} training examples outside "
+                              f"the train_size subset of {cfg.dataset}")
+        held = rest[stratified_subset(ds.y_train[rest], cfg.heldout_size, cfg.data_seed + 5)]
+        held_xy = (ds.x_train[held], ds.y_train[held])
     ds = take(ds, tr, te)
+    if held is not None:
+        ds.heldout = held_xy
+        ds.subset["heldout_indices"] = held.tolist()
     if cfg.n_partitions > 1:
         part = partitions(len(ds.y_train), cfg.n_partitions, cfg.data_seed + 3)[cfg.partition]
         rows = np.asarray(ds.subset.get("train_indices", np.arange(len(ds.y_train))))[part]
@@ -183,6 +194,9 @@ class _Data:
             for split, x in ds.ood.items():
                 self.x[split] = torch.from_numpy(x).to(device)
                 self.y[split] = torch.full((len(x),), -1, dtype=torch.int64, device=device)
+            if ds.heldout is not None:
+                self.x["heldout"] = torch.from_numpy(ds.heldout[0]).to(device)
+                self.y["heldout"] = torch.from_numpy(ds.heldout[1]).to(device)
             if embeddings:
                 self.vectors = torch.from_numpy(load_vectors(embeddings, ds.vocabulary)[0])
             self.in_shape = _in_shape(ds, embeddings)
@@ -197,6 +211,9 @@ class _Data:
         for split, x in ds.ood.items():  # no labels: -1
             self.x[split] = _tensors(x, mean, std, size).to(device)
             self.y[split] = torch.full((len(x),), -1, dtype=torch.int64, device=device)
+        if ds.heldout is not None:  # standardised by the training subset's statistics, as the test set
+            self.x["heldout"] = _tensors(ds.heldout[0], mean, std, size).to(device)
+            self.y["heldout"] = torch.from_numpy(ds.heldout[1]).to(device)
         self.in_shape = (ds.x_train.shape[3], size, size)
         self.n_classes = ds.n_classes
 
@@ -678,6 +695,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     jobs = make_jobs(cfg)
     n_ep = len(cfg.epochs)
     labels = {"train": ds.y_train, "test": ds.y_test,
+              **({"heldout": ds.heldout[1]} if ds.heldout is not None else {}),
               **{s: np.full(len(x), -1, np.int64) for s, x in ds.ood.items()}}
     preds = {s: np.full((cfg.n_models, n_ep, len(y)), -1, np.int16) for s, y in labels.items()}
     outputs = {s: {k: np.zeros_like(p, dtype=np.float16) for k in OUTPUT_NAMES} for s, p in preds.items()}

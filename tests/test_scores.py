@@ -142,3 +142,28 @@ def test_per_model_scores_average_to_the_collections_and_their_reliability():
     assert 0.5 < rel["reliability"][0] < rel["reliability"][1] <= 1  # more models, a steadier score
     with pytest.raises(ValueError, match="sizes must lie in 2..6"):
         S.score_reliability(pm["confidence"], sizes=[7])
+
+
+def test_a_heldout_split_is_labelled_disjoint_from_training_and_scored(tmp_path):
+    from agreebook.config import ConfigError, TrainConfig
+    from agreebook.data import load_dataset
+    from agreebook.record import Record
+    from agreebook.train import Runtime, train_collection
+    cfg = TrainConfig(dataset="digits", arch="fc", n_models=2, epochs=(1, 2), train_size=300, test_size=100,
+                      heldout_size=200)
+    rec = train_collection(cfg, tmp_path / "run", Runtime(device="cpu", progress=False))
+    back = Record.load(tmp_path / "run")
+    assert back.labelled_splits == ("train", "test", "heldout") and back.predictions["heldout"].shape == (2, 2, 200)
+    sub = back.meta["subset"]
+    assert not set(sub["heldout_indices"]) & set(sub["train_indices"])
+    full = load_dataset("digits")
+    np.testing.assert_array_equal(back.labels["heldout"], full.y_train[sub["heldout_indices"]])
+    assert np.bincount(back.labels["heldout"]).min() >= 18  # stratified: about 20 a class
+    t = SC.scores_table(back, "heldout")
+    assert list(t.index) == sorted(sub["heldout_indices"]) and t["accessibility"].between(0, 1).all()
+    # the setting joins records' identities only when set: earlier run folders keep their names
+    assert "heldout_size" not in TrainConfig(train_size=300).to_dict()
+    with pytest.raises(ConfigError, match="heldout_size takes its examples from outside the training subset"):
+        TrainConfig(dataset="digits", heldout_size=100).validate()
+    with pytest.raises(ConfigError, match="heldout_size 2000 exceeds the"):
+        train_collection(cfg.replace(heldout_size=2000), tmp_path / "big", Runtime(device="cpu", progress=False))
