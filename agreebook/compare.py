@@ -28,7 +28,8 @@ def rank_correlations(table, columns=None, n_boot=S.N_BOOT, level=S.LEVEL, seed=
         (1.0, -1.0, 50)
     """
     import pandas as pd
-    cols = list(columns or [c for c in table.columns if np.issubdtype(table[c].dtype, np.number)])
+    # every numeric score; not the label, a class index
+    cols = list(columns or [c for c in table.columns if c != "label" and np.issubdtype(table[c].dtype, np.number)])
     rho = pd.DataFrame(np.eye(len(cols)), index=cols, columns=cols)
     ci = pd.DataFrame("", index=cols, columns=cols)
     n = pd.DataFrame(0, index=cols, columns=cols)
@@ -37,6 +38,7 @@ def rank_correlations(table, columns=None, n_boot=S.N_BOOT, level=S.LEVEL, seed=
         for b in cols[i + 1:]:
             x, y = table[a].to_numpy(float), table[b].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
+            n.loc[a, b] = n.loc[b, a] = int(ok.sum())
             if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
                 rho.loc[a, b] = rho.loc[b, a] = np.nan
                 continue
@@ -44,7 +46,6 @@ def rank_correlations(table, columns=None, n_boot=S.N_BOOT, level=S.LEVEL, seed=
             rho.loc[a, b] = rho.loc[b, a] = out["spearman"]
             lo, hi = out["spearman_ci"]
             ci.loc[a, b] = ci.loc[b, a] = f"[{lo:.2f}, {hi:.2f}]"
-            n.loc[a, b] = n.loc[b, a] = int(ok.sum())
     return rho, ci, n
 
 
@@ -75,7 +76,7 @@ def shared_wrong_labels(predictions, labels, counts, epoch_index=-1, min_agreeme
     Read at one recorded epoch, on the examples whose most predicted label (the mode over the
     models) is wrong and held by at least ``min_agreement`` of them, and on which some person
     chose a wrong label: the share whose people's most chosen wrong label is the networks'
-    label, against the share expected if the networks' wrong label were drawn from their own
+    label (a tie between several counts the networks' label's share of it), against the share expected if the networks' wrong label were drawn from their own
     confusions of the example's class (over all examples of that class), independently of the
     example.  predictions: (n_models, n_epochs, n_examples); labels: (n_examples,); counts:
     (n_examples, n_classes) human label counts.  Returns a dict: ``n`` examples read,
@@ -96,7 +97,8 @@ def shared_wrong_labels(predictions, labels, counts, epoch_index=-1, min_agreeme
     share = count / p.shape[0]
     wrong = c.copy()
     wrong[np.arange(len(labels)), labels] = 0
-    human_top = wrong.argmax(1)
+    # people's most chosen wrong label(s): a tie shares the example among its labels
+    tied = (wrong == wrong.max(1, keepdims=True)) & (wrong > 0)
     read = (top != labels) & (share >= min_agreement) & (wrong.sum(1) > 0)
     # the networks' confusions of each class: the distribution of their wrong labels over its examples
     conf = np.zeros((k, k))
@@ -105,8 +107,9 @@ def shared_wrong_labels(predictions, labels, counts, epoch_index=-1, min_agreeme
         np.add.at(conf, (labels[bad], p[m][bad]), 1)
     with np.errstate(invalid="ignore"):
         conf /= conf.sum(1, keepdims=True)
-    hit = (human_top == top)[read].astype(np.float64)
-    exp = np.nan_to_num(conf[labels[read], human_top[read]])
+    ties = tied[read].sum(1)
+    hit = tied[read, top[read]] / ties
+    exp = (np.nan_to_num(conf[labels[read]]) * tied[read]).sum(1) / ties
     n = int(read.sum())
     if n < 2:
         return {"n": n, "observed": np.nan, "ci": (np.nan, np.nan), "expected": np.nan, "expected_ci": (np.nan, np.nan)}

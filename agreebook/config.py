@@ -42,8 +42,9 @@ class TrainConfig:
     train_size: Optional[int] = None  # stratified subset of the training set
     test_size: Optional[int] = None
     # training-set examples the collection never trains on, predicted with their labels as the
-    # split "heldout" (stratified, from outside the train_size subset): held-out accessibility,
-    # the quantity C-scores estimate
+    # split "heldout" (stratified, from outside the train_size subset).  Their TP-agreement at
+    # the last epoch is a one-subset, one-size analogue of the C-score (Jiang et al. 2021: held-out
+    # accuracy at convergence, averaged over many random training subsets of several sizes)
     heldout_size: Optional[int] = None
     data_seed: int = 0  # synthetic data, subsets and random labels
     optimizer: Optional[str] = None
@@ -55,7 +56,9 @@ class TrainConfig:
     batch_size: Optional[int] = None
     activation: Optional[str] = None
     dropout: Optional[float] = None
-    save_probabilities: bool = False  # also keep each entry's true-class probability (float16)
+    # also keep four float16 outputs per entry (true-class and largest other probability, error
+    # norm, logit margin): what agreebook.scores' probability-based scores need
+    save_probabilities: bool = False
     n_partitions: int = 1  # split the (subset) training set into this many disjoint parts (§3.3)
     partition: int = 0  # ... and train on this one
     ood: Tuple[str, ...] = ()  # out-of-sample inputs also predicted (§3.4): "noise" or dataset names

@@ -642,7 +642,8 @@ def naturalness_order(record):
     """The test split, then the other-domain natural inputs (ood_<dataset>), then Gaussian
     noise: the order in which §3.4 expects Agreement to fall."""
     rank = {"test": 0, "ood_noise": 2}
-    return sorted((s for s in record.splits if s != "train"), key=lambda s: rank.get(s, 1))
+    # not "train" nor "heldout": labelled examples of the training distribution, not out of sample
+    return sorted((s for s in record.splits if s == "test" or s.startswith("ood_")), key=lambda s: rank.get(s, 1))
 
 
 def out_of_sample_table(record, results, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):

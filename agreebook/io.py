@@ -42,11 +42,18 @@ def _atomic(path, write):
         raise
 
 
-def remove_stale_temporaries(folder, names=("*",)):
-    """Delete the ``.<name>.*.tmp`` files a write killed mid-way left in ``folder``."""
+def remove_stale_temporaries(folder, names=("*",), older_than=0.0):
+    """Delete the ``.<name>.*.tmp`` files a write killed mid-way left in ``folder`` (only those
+    not touched for ``older_than`` seconds: another process may be writing one now)."""
+    import time
+    now = time.time()
     for pattern in names:
         for stale in Path(folder).glob(f".{pattern}.*.tmp"):
-            stale.unlink(missing_ok=True)
+            try:
+                if now - stale.stat().st_mtime >= older_than:
+                    stale.unlink(missing_ok=True)
+            except FileNotFoundError:  # its writer finished (or swept) it meanwhile
+                pass
 
 
 def atomic_savez(path, compress=False, **arrays):

@@ -45,7 +45,8 @@ def tp_agreement_histograms(analysis, epochs=None):
         ax.bar(x, frac, width=0.8 / n, color="tab:blue", label="observed")
         ax.plot(x, pmf[i], "o-", color="tab:red", ms=2.5, lw=1, label="null")
         # any distribution on two values scores 0: then the score says nothing of modes
-        score = ("0 (two values only)" if np.count_nonzero(counts[i]) <= 2
+        values = np.count_nonzero(counts[i])
+        score = ("undefined (one value)" if values == 1 else "0 (two values only)" if values == 2
                  else f"{b_obs[i]:.2f} [{b_ci[i, 0]:.2f}, {b_ci[i, 1]:.2f}]")
         ax.set_title(f"epoch {a.epochs[sel[i]]}: bimodality {score}\nnull {b_null[i]:.2f}", fontsize=8)
         ax.set_xlabel("TP-agreement")

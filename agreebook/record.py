@@ -134,7 +134,17 @@ class Record:
                 outputs[s] = (outputs_from_logits if kind == "logits" else outputs_from_probabilities)(a, labels[s])
             except ValueError as exc:
                 raise RecordError(f"{s} {kind}: {exc}") from None
-            predictions.setdefault(s, a.argmax(-1))
+            top = a.argmax(-1)
+            if s in predictions:  # given both: they must describe the same models
+                p = predictions[s]
+                if p.shape != top.shape:
+                    raise RecordError(f"{s} predictions {p.shape} and {kind} {a.shape[:3]} describe different entries")
+                at = np.take_along_axis(a, np.clip(p, 0, a.shape[-1] - 1)[..., None].astype(np.int64), -1)[..., 0]
+                off = (p != top) & (at < a.max(-1))  # not the argmax, and not a tie with it
+                if off.any():
+                    raise RecordError(f"{s} predictions differ from the {kind}' argmax at {int(off.sum())} of "
+                                      f"{off.size} entries: give the predictions of those {kind}, or leave them out")
+            predictions.setdefault(s, top)
         if not predictions:
             raise RecordError("give predictions (or logits, or probabilities) for at least one split")
         unknown = {s for s in predictions if s not in SPLITS and not s.startswith(OOD_PREFIX)}

@@ -79,14 +79,19 @@ class Recorder:
         """True when this row is already written (a rerun after a kill can skip it)."""
         return self._row(member, epoch, split).exists()
 
-    def log(self, member, epoch, split, outputs):
+    def log(self, member, epoch, split, outputs, kind="auto"):
         """Write what ``member`` predicts on ``split`` after ``epoch``: labels (n_examples,) int,
-        or logits / softmax probabilities (n_examples, n_classes) float, told apart by their
-        rows summing to 1.  Writing a row again replaces it."""
+        or logits / softmax probabilities (n_examples, n_classes) float.  kind: "logits",
+        "probabilities", or "auto": probabilities when every row is non-negative and sums to 1
+        (within 1e-3), logits when clearly not, and an error in between (a low-precision softmax:
+        say which).  Writing a row again replaces it."""
         if not (isinstance(member, (int, np.integer)) and 0 <= member < self.n_models):
             raise RecordError(f"member must be 0..{self.n_models - 1}; got {member!r}")
-        if epoch not in self.epochs:
-            raise RecordError(f"epoch {epoch} is not one of the recorded epochs {self.epochs}")
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or int(epoch) not in self.epochs:
+            raise RecordError(f"epoch {epoch!r} is not one of the recorded epochs {self.epochs}")
+        epoch = int(epoch)
+        if kind not in ("auto", "logits", "probabilities"):
+            raise RecordError(f"kind must be 'auto', 'logits' or 'probabilities'; got {kind!r}")
         if split not in self.labels:
             raise RecordError(f"split {split!r} has no labels here; splits: {', '.join(self.labels)}")
         y = self.labels[split]
@@ -96,8 +101,18 @@ class Recorder:
             arrays["pred"] = a.astype(np.int16)
         elif a.ndim == 2 and np.issubdtype(a.dtype, np.floating):
             from .scores import outputs_from_logits, outputs_from_probabilities
-            probs = np.all(a >= 0) and np.allclose(a.sum(1), 1, atol=1e-3)
-            out = (outputs_from_probabilities if probs else outputs_from_logits)(a, y)
+            if kind == "auto":
+                gap = np.abs(a.sum(1) - 1).max() if len(a) else 0.0
+                if a.min(initial=0) >= 0 and 1e-3 < gap < 1e-2:
+                    raise RecordError(f"{split} outputs look like probabilities that do not quite sum to 1 "
+                                      f"(off by up to {gap:.1e}): pass kind='probabilities' or kind='logits'")
+                kind = "probabilities" if a.min(initial=0) >= 0 and gap <= 1e-3 else "logits"
+            if y.max(initial=-1) >= a.shape[1]:
+                raise RecordError(f"{split} labels reach {y.max()}, but these outputs have {a.shape[1]} classes")
+            try:
+                out = (outputs_from_probabilities if kind == "probabilities" else outputs_from_logits)(a, y)
+            except ValueError as exc:
+                raise RecordError(f"{split} {kind}: {exc}") from None
             arrays["pred"] = a.argmax(1).astype(np.int16)
             arrays.update({k: v.astype(np.float16) for k, v in out.items()})
         else:
@@ -116,7 +131,8 @@ class Recorder:
         """Assemble every logged row into a Record, save it in the folder and return it.  Rows
         not logged raise a RecordError naming them, unless ``allow_incomplete`` (the record then
         marks them incomplete, predictions -1)."""
-        remove_stale_temporaries(self.folder / "rows")  # rows a kill cut short; the writers are done
+        # rows a kill cut short, left an hour ago: a process may still be writing a fresh one
+        remove_stale_temporaries(self.folder / "rows", older_than=3600)
         missing = self.missing()
         if missing and not allow_incomplete:
             shown = ", ".join(f"member {m} epoch {e} {s}" for m, e, s in missing[:5])

@@ -77,12 +77,35 @@ class Reference:
     path: Path
 
     def at(self, indices):
-        """The reference at a subset's original indices (``Record.meta["subset"]``'s)."""
+        """The reference at indices into its dataset's split (0-based, original order)."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self.values)):
             raise ReferenceError(f"{self.name} covers examples 0-{len(self.values) - 1} of {self.dataset}'s "
                                  f"{self.split} set; indices run {idx.min()}-{idx.max()}")
         return self.values[idx]
+
+    def for_record(self, record, split):
+        """The reference for a record's split, example by example: the record must be of this
+        reference's dataset (a class subset such as cifar10_animals indexes its own images, not
+        CIFAR-10's), its split must draw from the reference's ("train" and "heldout" from the
+        training set), and its labels must agree with the reference's at those indices."""
+        if record.meta.get("dataset") != self.dataset:
+            raise ReferenceError(f"{self.name} covers {self.dataset}; this record is of "
+                                 f"{record.meta.get('dataset')!r}, whose indices are into its own examples: "
+                                 f"train a collection on {self.dataset} (a train_size subset keeps the indices)")
+        source = "train" if split in ("train", "heldout") else split
+        if source != self.split:
+            raise ReferenceError(f"{self.name} covers {self.dataset}'s {self.split} set; {split!r} is drawn from "
+                                 f"its {source} set")
+        sub = record.meta.get("subset") or {}
+        idx = np.asarray(sub.get(f"{split}_indices", np.arange(len(record.labels[split]))), dtype=np.int64)
+        vals = self.at(idx)
+        y = record.labels[split]
+        agree = (self.labels[idx] == y).mean() if self.labels is not None else (vals.argmax(1) == y).mean()
+        if agree < (1.0 if self.labels is not None else 0.9):
+            raise ReferenceError(f"{self.name} and this record's {split} labels agree on {agree:.0%} of its "
+                                 f"examples: its indices are not {self.dataset}'s original order")
+        return vals
 
 
 def _fetch(src, path):
@@ -90,14 +113,17 @@ def _fetch(src, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
+    import http.client
     try:
         with urllib.request.urlopen(src.url, timeout=60) as r, open(tmp, "wb") as f:
             shutil.copyfileobj(r, f)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a cut connection, Ctrl-C: no partial file either way
         Path(tmp).unlink(missing_ok=True)
-        raise ReferenceError(f"could not download {src.what} from {src.url} ({exc}); put {src.file} at {path} "
-                             f"by hand") from None
+        if isinstance(exc, (OSError, http.client.HTTPException)):
+            raise ReferenceError(f"could not download {src.what} from {src.url} ({exc}); put {src.file} at "
+                                 f"{path} by hand") from None
+        raise
 
 
 def load_reference(name, root=None, download=True, labels=None) -> Reference:

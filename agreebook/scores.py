@@ -67,21 +67,25 @@ def outputs_from_logits(logits, labels):
 
 
 def outputs_from_probabilities(probabilities, labels):
-    """As ``outputs_from_logits`` from softmax probabilities (..., n_examples, n_classes); the
-    logit margin is then the log-probability margin, which equals the logit margin exactly."""
+    """As ``outputs_from_logits`` from softmax probabilities (..., n_examples, n_classes), each row
+    within 1e-2 of summing to 1 (renormalised); the logit margin is then the log-probability
+    margin, which equals the logit margin exactly."""
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels)
     if p.ndim < 2 or p.shape[-2] != y.shape[0]:
         raise ValueError(f"probabilities must be (..., n_examples, n_classes) with n_examples = {y.shape[0]}; "
                          f"got {p.shape}")
-    if np.any(p < 0) or not np.allclose(p.sum(-1), 1, atol=1e-3):
+    if np.any(p < 0) or not np.allclose(p.sum(-1), 1, atol=1e-2):
         raise ValueError("probabilities must be non-negative and sum to 1 over the classes (softmax outputs)")
+    p = p / p.sum(-1, keepdims=True)  # a low-precision softmax, off by up to 1e-2, renormalised
     with np.errstate(divide="ignore"):
         return _outputs(np.log(p), p, y)
 
 
 def _outputs(z, p, y):
     k = z.shape[-1]
+    if y.max(initial=-1) >= k:
+        raise ValueError(f"labels reach {y.max()}, but the outputs have {k} classes")
     known = y >= 0
     idx = np.where(known, y, 0)
     onehot = np.eye(k, dtype=bool)[idx]  # (n_examples, k): broadcasts over leading axes
@@ -183,36 +187,51 @@ def early_epoch_index(epochs, share=0.1):
     return int(np.flatnonzero(ep >= share * ep[-1])[0])
 
 
+# which outputs each probability-based score reads
+NEEDS = {"confidence": ("probability",), "variability": ("probability",),
+         "margin": ("probability", "other_probability"), "EL2N": ("error_norm",),
+         "area under the margin": ("logit_margin",)}
+
+
+def _usable_outputs(record, split):
+    """The outputs of a split every entry of which is recorded (a run resumed from a checkpoint
+    of an earlier version has NaN for the outputs that version did not keep)."""
+    have = record.outputs.get(split, {})
+    return {k: v.astype(np.float64) for k, v in have.items() if np.isfinite(v).all()}
+
+
 def per_model(record, split):
     """Each model's own value of every score, {name: (n_models, n_examples)}: what the
     collection's score averages (NaN where a model has none: forgetting events of an example
     the model never gets right), and what ``stats.score_reliability`` reads to tell how many
-    models each score needs.  The probability-based ones only where the record keeps outputs."""
+    models each score needs.  A probability-based score is there where the record keeps what
+    it needs (``NEEDS``)."""
     from . import metrics as M
     preds, labels = record.predictions[split], record.labels[split]
     right = preds == labels
     events = M.forgetting_events(preds, labels).astype(np.float64)
     out = {"accessibility": right.mean(1), "forgetting events": np.where(right.any(1), events, np.nan)}
-    have = record.outputs.get(split, {})
-    if all(n in have for n in OUTPUTS):
-        q = have["probability"].astype(np.float64)
-        e = early_epoch_index(record.epochs)
-        out.update({"confidence": q.mean(1), "variability": q.std(1),
-                    "margin": q[:, -1] - have["other_probability"][:, -1].astype(np.float64),
-                    "EL2N": have["error_norm"][:, e].astype(np.float64),
-                    "area under the margin": have["logit_margin"].astype(np.float64).mean(1)})
+    have = _usable_outputs(record, split)
+    e = early_epoch_index(record.epochs)
+    make = {"confidence": lambda: have["probability"].mean(1), "variability": lambda: have["probability"].std(1),
+            "margin": lambda: have["probability"][:, -1] - have["other_probability"][:, -1],
+            "EL2N": lambda: have["error_norm"][:, e],
+            "area under the margin": lambda: have["logit_margin"].mean(1)}
+    out.update({name: make[name]() for name, needs in NEEDS.items() if all(k in have for k in needs)})
     return out
 
 
 def scores_table(record, split):
     """Every score of ``split``'s examples, one row each, in the dataset's original order: a
-    DataFrame indexed by the example's index in the full dataset (a subset keeps its
-    indices), with its label and class, then accessibility, the median learning epoch over the
+    DataFrame indexed by the example's index in the record's dataset (``meta["dataset"]``; a
+    train_size subset keeps its indices; a class subset such as cifar10_animals indexes its own
+    examples), with its label and class, then accessibility, the median learning epoch over the
     models that learn it, the share of models that never do (by the last recorded epoch),
-    forgetting events and the share of models never right, and, where the record keeps the
-    per-entry outputs, cartography's confidence, variability and correctness, the margin at the
-    last recorded epoch, EL2N at ``early_epoch_index`` and the area under the margin.
-    ``attrs["missing"]``: the scores left out, and why.
+    forgetting events and the share of models never right, and, where the record keeps what
+    they need, cartography's confidence, variability and correctness, the margin at the last
+    recorded epoch, EL2N at ``early_epoch_index`` and the area under the margin.
+    ``attrs["missing"]``: the scores left out, and why.  A record still training (or killed
+    before its end) is refused: its unrecorded entries would read as wrong.
 
     Example:
         >>> from agreebook.record import Record
@@ -222,37 +241,47 @@ def scores_table(record, split):
         >>> t.shape, t.attrs["missing"]
         ((6, 13), '')
     """
+    import warnings
     import pandas as pd
     from . import metrics as M
     from .record import RecordError
     if split not in record.labelled_splits:
         raise RecordError(f"scores need labels; {split!r} is not a labelled split of this record "
                           f"({', '.join(record.labelled_splits)})")
+    if not record.is_complete:
+        raise RecordError("this record is incomplete (a run still training, or killed before its end): run the "
+                          "same train command again to finish it, then compute the scores")
     preds, labels = record.predictions[split], record.labels[split]
     sub = (record.meta.get("subset") or {}).get(f"{split}_indices")
     index = np.asarray(sub, dtype=np.int64) if sub is not None else np.arange(len(labels))
     names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
     le = M.learning_epoch(preds, labels, record.epochs)
-    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # examples no model learns
+    with warnings.catch_warnings():  # examples no model learns: a median of nothing
+        warnings.simplefilter("ignore", RuntimeWarning)
         median_le = np.nanmedian(le, axis=0)
-    events, never = forgetting(preds, labels)
-    cols = {"label": labels, "class": [names[int(c)] for c in labels],
-            "accessibility": M.accessibility(M.tp_agreement(preds, labels)),
+        pm = {k: np.nanmean(v, 0) for k, v in per_model(record, split).items()}
+    never = 1 - (preds == labels).any(1).mean(0)
+    e = early_epoch_index(record.epochs)
+    cols = {"label": labels, "class": [names[int(c)] for c in labels], "accessibility": pm["accessibility"],
             "learning epoch (median)": median_le, "not learned by the end (share of models)": np.isnan(le).mean(0),
-            "forgetting events": events, "never right (share of models)": never}
-    have = record.outputs.get(split, {})
-    missing = [n for n in OUTPUTS if n not in have]
-    if not missing:
-        conf, var, corr = cartography(have["probability"], preds, labels)
-        e = early_epoch_index(record.epochs)
-        cols.update({"confidence": conf, "variability": var, "correctness": corr,
-                     f"margin (epoch {record.epochs[-1]})": margin(have["probability"], have["other_probability"]),
-                     f"EL2N (epoch {record.epochs[e]})": el2n(have["error_norm"], e),
-                     "area under the margin": area_under_margin(have["logit_margin"])})
-    t = pd.DataFrame(cols, index=pd.Index(index, name=f"{split} index"))
-    t.attrs["missing"] = ("" if not missing else
-                          "confidence, variability, correctness, margin, EL2N and the area under the margin need "
-                          "the per-entry probabilities: train with --save-probabilities, or build the record with "
-                          "Record.from_arrays(..., logits=...)")
+            "forgetting events": pm["forgetting events"], "never right (share of models)": never}
+    renamed = {"confidence": "confidence", "variability": "variability",
+               "margin": f"margin (epoch {record.epochs[-1]})", "EL2N": f"EL2N (epoch {record.epochs[e]})",
+               "area under the margin": "area under the margin"}
+    for name, col in renamed.items():
+        if name in pm:
+            cols[col] = pm[name]
+            if name == "variability":  # cartography's third coordinate beside its first two
+                cols["correctness"] = pm["accessibility"]
+    t = pd.DataFrame(cols, index=pd.Index(index, name=f"{record.meta.get('dataset', '')} {split} index".strip()))
+    lacking = [n for n in NEEDS if n not in pm]
+    if not lacking:
+        t.attrs["missing"] = ""
+    elif record.outputs.get(split):
+        t.attrs["missing"] = (f"{', '.join(lacking)}: this record keeps only some of the per-entry outputs (it was "
+                              f"trained before the record kept them all, or resumed across that change); train it "
+                              f"again into a new folder with --save-probabilities")
+    else:
+        t.attrs["missing"] = (f"{', '.join(lacking)} (and correctness) need the per-entry probabilities: train with "
+                              f"--save-probabilities, or build the record with Record.from_arrays(..., logits=...)")
     return t.sort_index()

@@ -89,7 +89,7 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
     models = [_fresh_model(j, cfg, data, device) for j in jobs]
     orders = [torch.Generator().manual_seed(j.seed ^ 0x5EED) for j in jobs]
     n_rec = len(record_at)
-    outs = [{s: empty_outputs(n_rec, len(data.y[s])) for s in data.x} for _ in jobs]
+    outs = [{s: empty_outputs(n_rec, len(data.y[s]), cfg.save_probabilities) for s in data.x} for _ in jobs]
     checkpoints = [torch.load(p, weights_only=False) if p.exists() else None for p in ckpt_paths]
     start = checkpoints[0]["epoch"] if checkpoints[0] else 0
     if any((ck["epoch"] if ck else 0) != start for ck in checkpoints):
@@ -98,7 +98,7 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
         if ck:
             model.load_state_dict(ck["model"])
             order.set_state(ck["order"])
-            outs[m] = upgrade_outputs(ck["out"])
+            outs[m] = upgrade_outputs(ck["out"], cfg.save_probabilities)
     params, buffers = stack_module_state(models)
     opt = _optimizer(cfg, list(params.values()))
     if start:
@@ -145,7 +145,7 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
                     # the group shares one eval batch: M members at a loop's batch each would
                     # hold M times its activations, more than _stack_size measured
                     preds, outputs = _predict(eval_fwd, params, buffers, data.x[s], data.y[s], nchw,
-                                              max(1, eval_batch(device, base) // len(jobs)))
+                                              max(1, eval_batch(device, base) // len(jobs)), cfg.save_probabilities)
                     for m in range(len(jobs)):
                         outs[m][s]["pred"][row] = preds[m]
                         for k, v in outputs.items():
@@ -167,12 +167,15 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
 
 
 @torch.no_grad()
-def _predict(eval_fwd, params, buffers, x, y, nchw, batch):
-    """(M, n) int16 predictions and the per-entry outputs (train.entry_outputs) of every member."""
+def _predict(eval_fwd, params, buffers, x, y, nchw, batch, outputs=True):
+    """(M, n) int16 predictions and the per-entry outputs (train.entry_outputs; {} unless
+    ``outputs``) of every member."""
     preds, outs = [], []
     for a in range(0, len(x), batch):
         xb = x[a:a + batch]
         logits = eval_fwd(params, buffers, xb.permute(0, 3, 1, 2) if nchw else xb).float()
         preds.append(logits.argmax(2).to(torch.int16).cpu())
-        outs.append(entry_outputs(logits, y[a:a + batch]))
-    return torch.cat(preds, 1).numpy(), {k: torch.cat([o[k] for o in outs], 1).numpy() for k in OUTPUT_NAMES}
+        if outputs:
+            outs.append(entry_outputs(logits, y[a:a + batch]))
+    return torch.cat(preds, 1).numpy(), ({k: torch.cat([o[k] for o in outs], 1).numpy() for k in OUTPUT_NAMES}
+                                         if outputs else {})

@@ -269,25 +269,33 @@ def entry_outputs(logits, y):
     return {k: v.masked_fill(~known, 0).to(torch.float16).cpu() for k, v in out.items()}
 
 
-def empty_outputs(n_rec, n):
-    """A member's record of one split before it is filled: predictions -1, outputs 0."""
-    return {"pred": np.full((n_rec, n), -1, np.int16), **{k: np.zeros((n_rec, n), np.float16) for k in OUTPUT_NAMES}}
+def empty_outputs(n_rec, n, keep):
+    """A member's record of one split before it is filled: predictions -1, and where ``keep``
+    (save_probabilities) the outputs NaN until they are written."""
+    return {"pred": np.full((n_rec, n), -1, np.int16),
+            **({k: np.full((n_rec, n), np.nan, np.float16) for k in OUTPUT_NAMES} if keep else {})}
 
 
-def upgrade_outputs(out):
-    """A member's predictions from a checkpoint written before the record kept every output
-    (its true-class probability under "prob"): the others NaN, never a silent 0."""
+def upgrade_outputs(out, keep):
+    """A member's predictions as read from a checkpoint, in this version's form: where ``keep``
+    (save_probabilities), a checkpoint written before the record kept every output (its
+    true-class probability under "prob") gets the others as NaN, never a silent 0; otherwise
+    the predictions alone."""
     for s, d in out.items():
         if "prob" in d:
             d["probability"] = d.pop("prob")
         for k in OUTPUT_NAMES:
-            d.setdefault(k, np.full(d["pred"].shape, np.nan, np.float16))
+            if keep:
+                d.setdefault(k, np.full(d["pred"].shape, np.nan, np.float16))
+            else:
+                d.pop(k, None)
     return out
 
 
 @torch.inference_mode()
-def predict(model, x, y, nchw=True, batch=None, precision="fp32"):
-    """Predicted labels (int16) and the per-entry outputs (``entry_outputs``) in eval mode."""
+def predict(model, x, y, nchw=True, batch=None, precision="fp32", outputs=True):
+    """Predicted labels (int16) and the per-entry outputs (``entry_outputs``; {} unless
+    ``outputs``) in eval mode."""
     model.eval()
     batch = batch or eval_batch(x.device, model)
     preds, outs = [], []
@@ -296,8 +304,10 @@ def predict(model, x, y, nchw=True, batch=None, precision="fp32"):
         with _autocast(x.device, precision):
             logits = model(_Data.nchw(xb) if nchw else xb).float()
         preds.append(logits.argmax(1).to(torch.int16).cpu())
-        outs.append(entry_outputs(logits, y[a:a + batch]))
-    return torch.cat(preds).numpy(), {k: torch.cat([o[k] for o in outs]).numpy() for k in OUTPUT_NAMES}
+        if outputs:
+            outs.append(entry_outputs(logits, y[a:a + batch]))
+    return torch.cat(preds).numpy(), ({k: torch.cat([o[k] for o in outs]).numpy() for k in OUTPUT_NAMES}
+                                      if outputs else {})
 
 
 def _uses_conv(model):
@@ -399,7 +409,7 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
     ck = _load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ck is not None and ck["epoch"] == job.total:  # finished: its checkpoint holds no weights
         if keep is None:
-            return upgrade_outputs(ck["out"])
+            return upgrade_outputs(ck["out"], cfg.save_probabilities)
         ck = None  # the caller wants the trained net: train it again from its seeds
     model = _fresh_model(job, cfg, data, device)
     if _uses_conv(model):
@@ -407,14 +417,14 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
     opt = _optimizer(cfg, model.parameters())
     order = torch.Generator().manual_seed(job.seed ^ 0x5EED)
     n_rec = len(job.record_at)
-    out = {s: empty_outputs(n_rec, len(data.y[s])) for s in data.x}
+    out = {s: empty_outputs(n_rec, len(data.y[s]), cfg.save_probabilities) for s in data.x}
     start = 0
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck, device)
         order.set_state(ck["order"])
-        out, start = upgrade_outputs(ck["out"]), ck["epoch"]
+        out, start = upgrade_outputs(ck["out"], cfg.save_probabilities), ck["epoch"]
     n = len(data.y["train"])
     rank = curriculum_rank(cfg, job.seed, n, data.curriculum)
     saved_at = time.perf_counter()
@@ -431,7 +441,8 @@ def _train_member(job, cfg, data, ckpt_path, device, on_epoch=lambda: None, chec
         for row, (e, _) in enumerate(job.record_at):
             if e == epoch:
                 for s in data.x:
-                    pred, outputs = predict(model, data.x[s], data.y[s], precision=precision)
+                    pred, outputs = predict(model, data.x[s], data.y[s], precision=precision,
+                                            outputs=cfg.save_probabilities)
                     out[s]["pred"][row] = pred
                     for k, v in outputs.items():
                         out[s][k][row] = v
@@ -698,7 +709,10 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
               **({"heldout": ds.heldout[1]} if ds.heldout is not None else {}),
               **{s: np.full(len(x), -1, np.int64) for s, x in ds.ood.items()}}
     preds = {s: np.full((cfg.n_models, n_ep, len(y)), -1, np.int16) for s, y in labels.items()}
-    outputs = {s: {k: np.zeros_like(p, dtype=np.float16) for k in OUTPUT_NAMES} for s, p in preds.items()}
+    # the outputs only where they are kept (save_probabilities): four more arrays of the
+    # predictions' size, which a 100-model ImageNet collection would feel
+    outputs = ({s: {k: np.full(p.shape, np.nan, np.float16) for k in OUTPUT_NAMES} for s, p in preds.items()}
+               if cfg.save_probabilities else None)
     complete = np.zeros((cfg.n_models, n_ep), bool)
     finished, started = {}, {}  # a killed run's checkpoints: finished jobs' predictions, the rest's epoch
     for job in jobs:
@@ -706,7 +720,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
         ck = _load_checkpoint(path) if path.exists() else None
         if ck is not None:
             if ck["epoch"] == job.total:
-                finished[job.name] = upgrade_outputs(ck["out"])
+                finished[job.name] = upgrade_outputs(ck["out"], cfg.save_probabilities)
             else:
                 started[job.name] = ck["epoch"]
     todo = [j for j in jobs if j.name not in finished]
@@ -743,10 +757,11 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     last_write = [t0]
 
     def absorb(job, res):
+        res = upgrade_outputs(res, cfg.save_probabilities)  # a worker's checkpoint may predate this version
         for row, (_, i) in enumerate(job.record_at):
             for s in preds:
                 preds[s][job.member, i] = res[s]["pred"][row]
-                for k in OUTPUT_NAMES:
+                for k in OUTPUT_NAMES if outputs is not None else ():
                     outputs[s][k][job.member, i] = res[s][k][row]
             complete[job.member, i] = True
         if time.perf_counter() - last_write[0] > 30:
@@ -756,7 +771,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     def write():
         meta["wall_time_s"] = round(wall_before + time.perf_counter() - t0, 2)
         Record(preds, labels, cfg.epochs, meta=meta,
-               outputs=outputs if cfg.save_probabilities else None, complete=complete).save(out)
+               outputs=outputs, complete=complete).save(out)
 
     # a resumed run adds its time to the killed run's
     wall_before = prev.meta.get("wall_time_s", 0) if prev is not None else 0

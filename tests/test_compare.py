@@ -36,3 +36,11 @@ def test_shared_wrong_labels_against_the_networks_own_confusions():
     counts2[:, 0] = 40
     out2 = C.shared_wrong_labels(preds, y, counts2, n_boot=200)
     assert out2["observed"] == 1.0 and out2["ci"][0] == 1.0 and abs(out2["expected"] - 0.5) < 1e-12
+
+
+def test_a_tie_among_peoples_wrong_labels_is_shared():
+    y = np.zeros(10, int)
+    preds = np.ones((3, 1, 10), int)                 # the networks say 1
+    counts = np.tile([40, 5, 5], (10, 1))            # people: 1 and 2 tied
+    out = C.shared_wrong_labels(preds, y, counts, n_boot=100)
+    assert out["observed"] == 0.5 and out["expected"] == 0.5

@@ -71,3 +71,15 @@ for e in range(1, 11):
     for m in range(6):  # each process's rows, intact
         z = np.random.default_rng(m).normal(size=(300, 5))
         np.testing.assert_array_equal(rec.predictions["test"][m, 0], z.argmax(1))
+
+
+def test_ambiguous_outputs_and_odd_epochs_are_refused(tmp_path):
+    r = Recorder(tmp_path, {"test": np.array([0, 1, 1])}, n_models=2, epochs=[1, 2])
+    near = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.505]])  # a bf16-like softmax: off by 5e-3
+    with pytest.raises(RecordError, match="do not quite sum to 1 .* pass kind="):
+        r.log(0, 1, "test", near)
+    r.log(0, 1, "test", near, kind="probabilities")
+    with pytest.raises(RecordError, match="epoch 1.0 is not one of the recorded epochs"):
+        r.log(0, 1.0, "test", np.zeros(3, int))
+    with pytest.raises(RecordError, match="labels reach 1, but these outputs have 1 classes"):
+        r.log(1, 1, "test", np.zeros((3, 1)))

@@ -167,3 +167,46 @@ def test_a_heldout_split_is_labelled_disjoint_from_training_and_scored(tmp_path)
         TrainConfig(dataset="digits", heldout_size=100).validate()
     with pytest.raises(ConfigError, match="heldout_size 2000 exceeds the"):
         train_collection(cfg.replace(heldout_size=2000), tmp_path / "big", Runtime(device="cpu", progress=False))
+
+
+def test_scores_refuse_unfinished_records_and_use_what_older_records_keep():
+    from agreebook import experiments as X
+    from agreebook.record import Record, RecordError
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 30)
+    preds = rng.integers(0, 3, (3, 2, 30))
+    q = rng.random((3, 2, 30))
+    rec = Record({"test": preds}, {"test": y}, [1, 2], complete=[[True, True], [True, False], [True, True]])
+    with pytest.raises(RecordError, match="incomplete .* run the same train command again"):
+        SC.scores_table(rec, "test")
+    old = Record({"test": preds}, {"test": y}, [1, 2], probabilities={"test": q})  # true-class probability only
+    t = SC.scores_table(old, "test")
+    assert {"confidence", "variability", "correctness"} <= set(t.columns) and "area under the margin" not in t
+    assert t.attrs["missing"].startswith("margin, EL2N, area under the margin: this record keeps only some")
+    with pytest.raises(RecordError, match="differ from the logits' argmax at"):
+        Record.from_arrays({"test": preds}, {"test": y}, [1, 2], logits={"test": rng.normal(size=(3, 2, 30, 3))})
+    # a labelled held-out split is not an out-of-sample input (§3.4)
+    rec2 = Record({"test": preds, "heldout": preds, "ood_noise": preds}, {"test": y, "heldout": y, "ood_noise": -np.ones(30)},
+                  [1, 2])
+    assert X.naturalness_order(rec2) == ["test", "ood_noise"]
+
+
+def test_a_reference_is_read_only_for_records_of_its_dataset(offline_root):
+    from agreebook.data import load_dataset
+    from agreebook.record import Record
+    from agreebook.references import ReferenceError, load_reference
+    ds = load_dataset("cifar10", root=offline_root, download=False)
+    cs = load_reference("cifar10_cscores", root=offline_root, download=False)
+    idx = np.array([3, 10, 400, 49999])
+    rec = Record({"train": np.zeros((2, 1, 4), int), "test": np.zeros((2, 1, 2), int)},
+                 {"train": ds.y_train[idx], "test": ds.y_test[:2]}, [1],
+                 meta={"dataset": "cifar10", "subset": {"train_indices": idx.tolist()}})
+    np.testing.assert_array_equal(cs.for_record(rec, "train"), cs.values[idx])
+    with pytest.raises(ReferenceError, match="covers cifar10's train set; 'test' is drawn from its test set"):
+        cs.for_record(rec, "test")
+    rec.meta["dataset"] = "cifar10_animals"
+    with pytest.raises(ReferenceError, match="this record is of 'cifar10_animals', whose indices are into its own"):
+        cs.for_record(rec, "train")
+    rec.meta.update(dataset="cifar10", subset={"train_indices": [4, 11, 401, 49998]})
+    with pytest.raises(ReferenceError, match="agree on .* not cifar10's original order"):
+        cs.for_record(rec, "train")
