@@ -635,11 +635,13 @@ SECTIONS = {3: ("3.1", "protocol", "3.2", "3.3", "3.4")}
 BOOK = Path(__file__).resolve().parent.parent / "book"
 CHAPTERS = tuple(range(1, 8))
 # Executed copies of a chapter on another dataset, shown in the book beside the chapter.
-VARIANTS = {3: {"chapter3_fashion_mnist": {"dataset": "fashion_mnist", "sections": "3.1,3.4"},
+VARIANTS = {3: {"chapter3_cifar10": {"dataset": "cifar10", "sections": "3.1,3.4"},
+                "chapter3_fashion_mnist": {"dataset": "fashion_mnist", "sections": "3.1,3.4"},
                 "chapter3_stackoverflow_titles": {"dataset": "stackoverflow_titles", "arch": "bilstm_attention",
                                                   "sections": "3.1,3.4"}}}
 # How a variant's page is titled: its chapter's title, then this (the sidebar lists them apart).
-VARIANT_TITLES = {"chapter3_fashion_mnist": "on Fashion-MNIST (the MNIST net)",
+VARIANT_TITLES = {"chapter3_cifar10": "on CIFAR-10 (all ten classes, the small st-VGG)",
+                  "chapter3_fashion_mnist": "on Fashion-MNIST (the MNIST net)",
                   "chapter3_stackoverflow_titles": "on Stack Overflow titles (a BiLSTM with attention)"}
 
 

@@ -29,4 +29,4 @@ python3 -m pytest -q -p no:cacheprovider --nbval "$work"/chapter*.ipynb --nbval-
 rm -rf _build book/_build
 jupyter-book build book/ -nW --keep-going
 python3 tests/browser_check.py _build/html intro chapter1:2 chapter2:5 chapter3:7 \
-  chapter3_fashion_mnist:7 chapter3_stackoverflow_titles:7 chapter4:5 chapter5:8 chapter6:3 chapter7:2
+  chapter3_cifar10:7 chapter3_fashion_mnist:7 chapter3_stackoverflow_titles:7 chapter4:5 chapter5:8 chapter6:3 chapter7:2

@@ -295,7 +295,7 @@ def test_variant_pages_get_their_own_titles(tmp_path):
     titles = {nbformat.read(REPO / "book" / f"{name}.ipynb", as_version=4).cells[0].source.splitlines()[0]
               for name in book.VARIANT_TITLES}
     main = nbformat.read(REPO / "book" / "chapter3.ipynb", as_version=4).cells[0].source.splitlines()[0]
-    assert len(titles | {main}) == 3  # three distinct entries in the sidebar
+    assert len(titles | {main}) == 1 + len(book.VARIANT_TITLES)  # distinct entries in the sidebar
 
 
 def test_a_variant_page_keeps_only_the_sections_it_ran(tmp_path):
