@@ -260,11 +260,11 @@ def scores_table(record, split):
         warnings.simplefilter("ignore", RuntimeWarning)
         median_le = np.nanmedian(le, axis=0)
         pm = {k: np.nanmean(v, 0) for k, v in per_model(record, split).items()}
-    never = 1 - (preds == labels).any(1).mean(0)
+    events, never = forgetting(preds, labels)
     e = early_epoch_index(record.epochs)
     cols = {"label": labels, "class": [names[int(c)] for c in labels], "accessibility": pm["accessibility"],
             "learning epoch (median)": median_le, "not learned by the end (share of models)": np.isnan(le).mean(0),
-            "forgetting events": pm["forgetting events"], "never right (share of models)": never}
+            "forgetting events": events, "never right (share of models)": never}
     renamed = {"confidence": "confidence", "variability": "variability",
                "margin": f"margin (epoch {record.epochs[-1]})", "EL2N": f"EL2N (epoch {record.epochs[e]})",
                "area under the margin": "area under the margin"}
