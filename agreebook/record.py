@@ -38,6 +38,13 @@ def _smallest_int(a):
     return a
 
 
+def _numpy(a):
+    """A NumPy array from NumPy, a torch tensor (any device, with or without grad) or a list."""
+    if hasattr(a, "detach"):
+        a = a.detach().float().cpu() if a.is_floating_point() else a.detach().cpu()
+    return np.asarray(a)
+
+
 class RecordError(ValueError):
     """A record that is missing, malformed, or from another configuration."""
 
@@ -97,8 +104,8 @@ class Record:
 
     @classmethod
     def from_arrays(cls, predictions=None, labels=None, epochs=None, meta=None, probabilities=None, logits=None):
-        """A record from your own models' outputs (any framework: NumPy arrays, or tensors that
-        ``np.asarray`` reads, e.g. ``t.detach().cpu()``).
+        """A record from your own models' outputs (any framework: NumPy arrays or torch tensors,
+        on any device).
 
         predictions: {"train": (n_models, n_epochs, n_examples) int, "test": ...} (either split
         may be left out); labels: {split: (n_examples,)}; epochs: (n_epochs,) recorded epochs;
@@ -115,12 +122,12 @@ class Record:
             ((3, 2, 5), ['error_norm', 'logit_margin', 'other_probability', 'probability'])
         """
         from .scores import outputs_from_logits, outputs_from_probabilities
-        predictions = {s: np.asarray(p) for s, p in (predictions or {}).items()}
-        labels = {s: np.asarray(y) for s, y in (labels or {}).items()}
+        predictions = {s: _numpy(p) for s, p in (predictions or {}).items()}
+        labels = {s: _numpy(y) for s, y in (labels or {}).items()}
         outputs, true_prob = {}, {}
-        full = {s: ("logits", np.asarray(z)) for s, z in (logits or {}).items()}
+        full = {s: ("logits", _numpy(z)) for s, z in (logits or {}).items()}
         for s, q in (probabilities or {}).items():
-            q = np.asarray(q)
+            q = _numpy(q)
             if q.ndim == 4:
                 full[s] = ("probabilities", q)
             else:

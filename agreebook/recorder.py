@@ -25,14 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_savez, atomic_write_json, remove_stale_temporaries
-from .record import OOD_PREFIX, OUTPUT_KEYS, SPLITS, Record, RecordError
-
-
-def _numpy(a):
-    """A NumPy array from NumPy, a torch tensor (any device, with or without grad) or a list."""
-    if hasattr(a, "detach"):
-        a = a.detach().float().cpu() if a.is_floating_point() else a.detach().cpu()
-    return np.asarray(a)
+from .record import OOD_PREFIX, OUTPUT_KEYS, SPLITS, Record, RecordError, _numpy
 
 
 class Recorder:

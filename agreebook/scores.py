@@ -115,10 +115,10 @@ def forgetting(predictions, labels):
         >>> events.tolist(), never.tolist()
         ([1.0, nan, 0.0], [0.0, 1.0, 0.0])
     """
+    from . import metrics as M
     preds, labels = _check_predictions(predictions, labels)
-    right = preds == labels
-    counts = (right[:, :-1] & ~right[:, 1:]).sum(1).astype(np.float64)  # (n_models, n_examples)
-    ever = right.any(1)
+    counts = M.forgetting_events(preds, labels).astype(np.float64)  # (n_models, n_examples)
+    ever = (preds == labels).any(1)
     with np.errstate(invalid="ignore"):
         events = np.where(ever, counts, 0).sum(0) / ever.sum(0)
     return events, 1 - ever.mean(0)

@@ -210,3 +210,11 @@ def test_a_reference_is_read_only_for_records_of_its_dataset(offline_root):
     rec.meta.update(dataset="cifar10", subset={"train_indices": [4, 11, 401, 49998]})
     with pytest.raises(ReferenceError, match="agree on .* not cifar10's original order"):
         cs.for_record(rec, "train")
+
+
+def test_from_arrays_takes_torch_tensors_with_grad():
+    import torch
+    from agreebook.record import Record
+    z = torch.randn(2, 1, 5, 3, requires_grad=True)
+    rec = Record.from_arrays(labels={"test": torch.tensor([0, 1, 2, 0, 1])}, epochs=[1], logits={"test": z})
+    np.testing.assert_array_equal(rec.predictions["test"], z.detach().argmax(-1).numpy())
