@@ -90,6 +90,13 @@ PRESET_TYPES = {
     "curriculum_epochs": tuple,
     "curriculum_start": float,
     "curriculum_ramp": int,
+    # chapter 8: a collection that keeps what the probability-based scores need
+    # (save_probabilities), trained on a subset of the training set and predicted on the test set
+    # and on training images it never trains on ("heldout", what a C-score is about)
+    "scores_dataset": str,  # "" = the chapter's; cifar10 has C-scores and CIFAR-10H
+    "scores_sizes": tuple,  # (train, test, heldout); test None = the whole test set
+    "scores_models": int,
+    "scores_epochs": tuple,
 }
 
 SCALES = {
@@ -103,7 +110,8 @@ SCALES = {
                   gaussian_sets=("gaussian_0.05",), synthetic_sizes=(300, 150), synthetic_epochs=(1, 2, 4),
                   gabor_sizes=(300, 150), gabor_epochs=(1, 2, 4), random_label_models=3, random_label_epochs=(1, 2, 4),
                   protocol_models=2, protocol_epochs=(1, 2), curriculum_models=2, curriculum_epochs=(1, 2),
-                  curriculum_start=0.2, curriculum_ramp=2),
+                  curriculum_start=0.2, curriculum_ramp=2,
+                  scores_dataset="cifar10", scores_sizes=(300, 300, 300), scores_models=3, scores_epochs=(1, 2, 4)),
     # cpu: the paper's small-mammals regime, offline (issue 12): five similar CIFAR-10 animal
     # classes, 500 training images a class as in the paper's 2500, recorded from the first
     # epoch (test accuracy 0.35, chance 0.20) to convergence, densely early where the order forms.
@@ -142,7 +150,12 @@ SCALES = {
                 # 6 x (1 + 2 + 4 + 8 + 16) member-epochs: about 19 minutes on 2 cores
                 protocol_models=6, protocol_epochs=(1, 2, 4, 8, 16),
                 # 4 orders x 6 networks x 16 epochs on 2500 images: about 14 minutes on 2 cores
-                curriculum_models=6, curriculum_epochs=(1, 2, 4, 8, 16), curriculum_start=0.2, curriculum_ramp=4),
+                curriculum_models=6, curriculum_epochs=(1, 2, 4, 8, 16), curriculum_start=0.2, curriculum_ramp=4,
+                # chapter 8 on CIFAR-10, whose C-scores and CIFAR-10H are in the original order:
+                # 4000 training images (test accuracy 0.28 -> 0.50 over 16 epochs at N=8, issue
+                # 12), the whole test set for CIFAR-10H, 5000 training images never trained on
+                scores_dataset="cifar10", scores_sizes=(4000, None, 5000), scores_models=10,
+                scores_epochs=(1, 2, 3, 4, 6, 8, 12, 16)),
     "paper": dict(dataset="small_mammals", arch="", n_models=100, epochs=(1, 2, 4, 8, 16, 32, 64, 128), train_size=None,
                   test_size=None, sweep_models=100, sweep_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   partition_dataset="fashion_mnist", partition_arch="st_vgg", partition_size=1000,
@@ -159,7 +172,8 @@ SCALES = {
                   random_label_models=100, random_label_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   protocol_models=100, protocol_epochs=(1, 2, 4, 8, 16, 32, 64, 128),
                   curriculum_models=100, curriculum_epochs=(1, 2, 4, 8, 16, 32, 64, 128), curriculum_start=0.2,
-                  curriculum_ramp=8),
+                  curriculum_ramp=8, scores_dataset="cifar10", scores_sizes=(25000, None, 25000), scores_models=100,
+                  scores_epochs=(1, 2, 4, 8, 16, 32, 64, 128)),
 }
 
 # The paper's architectures (Suppl B): the MNIST net for the MNIST-like sets, st-VGG for the
@@ -390,6 +404,27 @@ class Chapter:
                 "retrain": (self, self.config(protocol="retrain", n_models=s["protocol_models"],
                                               epochs=s["protocol_epochs"]))}
 
+    def scores_collection(self, n_models=0, epochs=""):
+        """Chapter 8's collection, as (Chapter, config): the preset's ``scores_dataset`` (unless
+        the user named a dataset) with ``n_models`` members recorded at ``epochs`` (0 and "":
+        the preset's ``scores_models`` and ``scores_epochs``), keeping the per-entry probabilities; trained on ``scores_sizes[0]`` training examples,
+        predicted on ``scores_sizes[1]`` test examples (None: all) and on ``scores_sizes[2]``
+        training examples it never trains on.  On a training set too small for both subsets,
+        the two share it in the preset's proportion."""
+        s = self.sizes
+        c = self if self.dataset_given or not s["scores_dataset"] else self.for_dataset(s["scores_dataset"])
+        train, test, heldout = s["scores_sizes"]
+        try:
+            n_train, _ = dataset_sizes(c.dataset, self.data_root)
+        except DatasetError as exc:
+            raise BookError(str(exc)) from None
+        if train + heldout > n_train:
+            heldout = n_train * heldout // (train + heldout)
+            train = n_train - heldout
+        ep = _epochs(epochs) if epochs not in ("", None, ()) else s["scores_epochs"]
+        return c, c.config(n_models=n_models or s["scores_models"], epochs=ep, train_size=train, test_size=test,
+                           heldout_size=heldout, save_probabilities=True)
+
     def member_model(self, cfg=None, member=0):
         """A trained network of ``cfg`` (default: the main collection), kept in its run folder:
         (model, the _Data it was trained on).  See train.member_model."""
@@ -550,7 +585,8 @@ def records_table():
         ep = list(meta.get("epochs", []))
         rows[name] = {"dataset": meta.get("dataset", ""), "architecture": meta.get("arch", ""),
                       "N": meta.get("n_models", ""), "epochs": _epoch_span(ep),
-                      "train / test": f"{cfg.get('train_size')} / {cfg.get('test_size')}",
+                      "train / test": f"{cfg.get('train_size')} / {cfg.get('test_size')}"
+                                      + (f" (+{cfg['heldout_size']} held out)" if cfg.get("heldout_size") else ""),
                       "protocol": meta.get("protocol", ""), "seed": cfg.get("seed", ""),
                       "settings": _settings(cfg), "minutes": round(meta.get("wall_time_s", 0.0) / 60, 1)}
         links.append([(f, f"{RECORDS_URL}/{name}/{f}") for f in ("record.npz", "record.json")])
@@ -562,6 +598,43 @@ def records_table():
                       "train / test": f"{cfg.train_size} / {cfg.test_size}", "protocol": "weights",
                       "seed": cfg.seed, "settings": _settings(cfg.to_dict()), "minutes": ""}
         links.append([(f"m{m:04d}.pt", f"{RECORDS_URL}/{name}/models/m{m:04d}.pt") for m in sorted(members)])
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "record"
+    return RecordsTable(frame, links)
+
+
+SCORES_FILE = "scores.csv.gz"  # beside each record.npz: its per-example scores (chapter 8)
+
+
+def scores_downloads(runs):
+    """Every finished record in ``runs`` (a chapter's records folder, ``Chapter.runs``): writes
+    its per-example scores (``scores.record_scores``, every labelled split) to ``SCORES_FILE``
+    beside it, and returns a table of them, one row per record: dataset, architecture, N,
+    epochs, rows, the scores it has, and the download link.  The same table gives the same
+    bytes, so re-executing the book changes no committed file whose numbers did not change."""
+    import pandas as pd
+    from .io import atomic_write_csv
+    from .record import Record
+    from .scores import record_scores
+    rows, links = {}, []
+    for d in sorted(p for p in Path(runs).iterdir() if (p / "record.json").is_file()):
+        try:
+            complete = json.loads((d / "record.json").read_text()).get("complete", False)
+        except (OSError, ValueError):
+            complete = False
+        if not complete:  # a run still training, or killed: it has no scores yet
+            continue
+        rec = Record.load(d)
+        if not rec.labelled_splits:
+            continue
+        t = record_scores(rec)
+        atomic_write_csv(d / SCORES_FILE, t)
+        scores = [c for c in t.columns if c not in ("split", "index", "label", "class")]
+        rows[d.name] = {"dataset": rec.meta.get("dataset", ""), "architecture": rec.meta.get("arch", ""),
+                        "N": rec.n_models, "epochs": _epoch_span([int(e) for e in rec.epochs]),
+                        "rows": ", ".join(f"{s} {n}" for s, n in t.groupby("split", sort=False).size().items()),
+                        "scores": len(scores), "probability-based": "yes" if not t.attrs["missing"] else "no"}
+        links.append([(SCORES_FILE, f"{RECORDS_URL}/{d.name}/{SCORES_FILE}")])
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "record"
     return RecordsTable(frame, links)
@@ -633,7 +706,7 @@ PARAMETERS = ("dataset", "arch", "n_models", "epochs", "seed", "scale", "data_ro
 CHAPTER_PARAMETERS = {3: ("sections",)}
 SECTIONS = {3: ("3.1", "protocol", "3.2", "3.3", "3.4")}
 BOOK = Path(__file__).resolve().parent.parent / "book"
-CHAPTERS = tuple(range(1, 8))
+CHAPTERS = tuple(range(1, 9))
 # Executed copies of a chapter on another dataset, shown in the book beside the chapter.
 VARIANTS = {3: {"chapter3_cifar10": {"dataset": "cifar10", "sections": "3.1,3.4"},
                 "chapter3_fashion_mnist": {"dataset": "fashion_mnist", "sections": "3.1,3.4"},

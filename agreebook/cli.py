@@ -81,7 +81,7 @@ def _parser():
     s = sub.add_parser("scores", help="every per-example score of a record (accessibility, forgetting, "
                                       "cartography, margin, EL2N, AUM) as CSV, one row per example")
     s.add_argument("dir", help="the folder given to train --out")
-    s.add_argument("--out", help="CSV file to write (default: DIR/scores.csv)")
+    s.add_argument("--out", help="CSV file to write, gzip-compressed if it ends in .gz (default: DIR/scores.csv)")
     s.add_argument("--json", action="store_true", help="print the rows as JSON to stdout instead")
     b = sub.add_parser("book", help="execute the book's chapters with papermill, then build the HTML")
     b.add_argument("--scale", default="cpu", help="smoke, cpu or paper (agreebook.book.SCALES)")
@@ -138,25 +138,19 @@ def _train(args):
 def _scores(args):
     """Every labelled split's scores in one table: columns split and its dataset index first."""
     from pathlib import Path
-    import pandas as pd
-    from .io import atomic_write_text
-    from .scores import scores_table
+    from .io import atomic_write_csv
+    from .scores import record_scores
     rec = Record.load(args.dir)
-    tables = [scores_table(rec, s) for s in rec.labelled_splits]
-    if not tables:
-        raise RecordError(f"{args.dir} holds no labelled split (train or test); scores need labels")
-    t = pd.concat([x.reset_index().rename(columns={x.index.name: "index"}).assign(split=s)
-                   for s, x in zip(rec.labelled_splits, tables)], ignore_index=True)
-    t = t[["split", "index"] + [c for c in t.columns if c not in ("split", "index")]]
-    if tables[0].attrs["missing"]:
-        print(f"agreebook: note: {tables[0].attrs['missing']}", file=sys.stderr)
+    t = record_scores(rec)
+    if t.attrs["missing"]:
+        print(f"agreebook: note: {t.attrs['missing']}", file=sys.stderr)
     if args.json:
         print(t.to_json(orient="records"))
         return 0
     out = Path(args.out or Path(args.dir) / "scores.csv")
-    atomic_write_text(out, t.to_csv(index=False, float_format="%.6g"))
-    print(f"wrote {out}: {len(t)} rows ({', '.join(f'{s} {len(x)}' for s, x in zip(rec.labelled_splits, tables))}), "
-          f"{len(t.columns) - 2} columns")
+    atomic_write_csv(out, t)
+    sizes = t.groupby("split", sort=False).size()
+    print(f"wrote {out}: {len(t)} rows ({', '.join(f'{s} {n}' for s, n in sizes.items())}), {len(t.columns) - 2} columns")
     return 0
 
 

@@ -68,6 +68,17 @@ def atomic_write_text(path, text):
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def atomic_write_csv(path, frame, float_format="%.6g"):
+    """A DataFrame as CSV, gzip-compressed when ``path`` ends in .gz; the gzip header carries no
+    time, so the same table gives the same bytes (a re-executed book changes no committed file
+    whose numbers did not change)."""
+    import gzip
+    data = frame.to_csv(index=False, float_format=float_format).encode()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    _atomic(path, lambda f: f.write(data))
+
+
 def atomic_torch_save(path, obj):
     import io
     import torch

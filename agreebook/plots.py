@@ -582,3 +582,76 @@ def bimodality_over_training(table, title):
     ax.set_xlabel("epoch")
     ax.set_ylabel("bimodality (lower = more bimodal)")
     return _finish_axes(fig, ax, title, legend_size=7)
+
+
+def rank_correlation_map(rho, title):
+    """Spearman's rho among per-example scores (``compare.rank_correlations``), each cell
+    printed, coloured on a -1..1 scale: a difficulty score (forgetting events, EL2N, the
+    learning epoch) correlates negatively with an ease score (accessibility, confidence)."""
+    plt = _plt()
+    labels = list(rho.index)
+    k = len(labels)
+    side = min(0.75 * k + 3.2, 12)
+    fig, ax = plt.subplots(figsize=(side, min(0.6 * k + 2.6, 10)))
+    im = ax.imshow(rho.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu_r")
+    for i in range(k):
+        for j in range(k):
+            v = rho.iloc[i, j]
+            ax.text(j, i, "" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if np.isfinite(v) and abs(v) > 0.6 else "black")
+    short = [lab.replace(" (median)", "").replace("area under the margin", "AUM") for lab in labels]
+    ax.set_xticks(range(k), short, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(k), short, fontsize=8)
+    fig.colorbar(im, ax=ax, label="Spearman's rho")
+    ax.set_title(_wrap(title, side), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def binned_reference(curves, xlabel, ylabel, title, reference=None):
+    """The mean of an outside reference in bins of a score (``compare.binned_means`` tables),
+    one line per {label: table}, with 95% intervals; reference: (label, value) drawn as a
+    horizontal line (e.g. the mean over all examples)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    for label, t in curves.items():
+        mid = (t["from"] + t["to"]) / 2
+        ax.errorbar(mid, t["mean"], yerr=[t["mean"] - t["low"], t["high"] - t["mean"]], fmt="o-", ms=3, capsize=2,
+                    lw=1, label=label)
+    if reference is not None:
+        ax.axhline(reference[1], color="tab:gray", lw=0.8, ls="--", label=reference[0])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    return _finish_axes(fig, ax, title, legend_size=7)
+
+
+def reliability_curves(curves, title, target=0.9):
+    """Split-half reliability (Spearman-Brown corrected) of each score against the number of
+    models averaged (``compare.reliability_curves``), the range over the random splits shaded."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.8, 3.9))
+    for name, c in curves.items():
+        line, = ax.plot(c["sizes"], c["reliability"], "o-", ms=3, lw=1, label=name)
+        ax.fill_between(c["sizes"], c["range"][:, 0], c["range"][:, 1], color=line.get_color(), alpha=0.12, lw=0)
+    ax.axhline(target, color="tab:gray", lw=0.8, ls="--", label=f"reliability {target:g}")
+    ax.set_xlabel("models in the collection")
+    ax.set_ylabel("split-half reliability")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.0)
+    return _finish_axes(fig, ax, title, legend_size=7)
+
+
+def kappa_over_epochs(epochs, lines, title):
+    """Error consistency (kappa) over the recorded epochs, {label: (estimate, ci)}, each with its
+    95% interval; 0 = mistakes placed as independently as chance allows."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.4, 3.6))
+    x = np.arange(len(epochs))
+    for label, (est, ci) in lines.items():
+        line, = ax.plot(x, est, "o-", ms=3, lw=1, label=label)
+        ax.fill_between(x, ci[:, 0], ci[:, 1], color=line.get_color(), alpha=0.2, lw=0)
+    ax.axhline(0, color="tab:gray", lw=0.8)
+    ax.set_xticks(x, [str(e) for e in epochs])
+    ax.set_xlabel("epoch (evenly spaced columns)")
+    ax.set_ylabel("error consistency (kappa)")
+    return _finish_axes(fig, ax, title, legend_size=7)

@@ -193,32 +193,76 @@ NEEDS = {"confidence": ("probability",), "variability": ("probability",),
          "area under the margin": ("logit_margin",)}
 
 
+CHUNK = 1 << 16  # examples per block in scores_table: (100 models, 7 epochs, 65536) float32 is 180 MB
+
+
 def _usable_outputs(record, split):
     """The outputs of a split every entry of which is recorded (a run resumed from a checkpoint
-    of an earlier version has NaN for the outputs that version did not keep)."""
+    of an earlier version has NaN for the outputs that version did not keep), as stored
+    (float16): each score reads its block and computes in float32."""
     have = record.outputs.get(split, {})
-    return {k: v.astype(np.float64) for k, v in have.items() if np.isfinite(v).all()}
+    n = record.predictions[split].shape[2]
+    return {k: v for k, v in have.items()
+            if all(np.isfinite(v[..., i:i + CHUNK]).all() for i in range(0, n, CHUNK))}
 
 
-def per_model(record, split):
-    """Each model's own value of every score, {name: (n_models, n_examples)}: what the
-    collection's score averages (NaN where a model has none: forgetting events of an example
-    the model never gets right), and what ``stats.score_reliability`` reads to tell how many
-    models each score needs.  A probability-based score is there where the record keeps what
-    it needs (``NEEDS``)."""
+def column_names(record):
+    """{score: its column in ``scores_table`` and its key in ``per_model``}: the scores read at
+    one epoch name it ("margin (epoch 16)", "EL2N (epoch 2)")."""
+    e = early_epoch_index(record.epochs)
+    return {"confidence": "confidence", "variability": "variability",
+            "margin": f"margin (epoch {record.epochs[-1]})", "EL2N": f"EL2N (epoch {record.epochs[e]})",
+            "area under the margin": "area under the margin"}
+
+
+def median_learning_epoch(learning_epochs, epochs):
+    """np.nanmedian(learning_epochs, axis=0) for values that are recorded epochs or NaN, from
+    per-epoch counts instead of a sort (100 models x 1.3M examples: a sort per example is most
+    of the time scores_table takes).
+
+    Example:
+        >>> le = np.array([[1.0, np.nan, 4.0], [2.0, np.nan, np.nan], [4.0, np.nan, np.nan]])
+        >>> median_learning_epoch(le, [1, 2, 4]).tolist()
+        [2.0, nan, 4.0]
+    """
+    ep = np.asarray(epochs, dtype=np.float64)
+    le = np.asarray(learning_epochs)
+    counts = np.stack([(le == e).sum(0) for e in ep])  # (n_epochs, n_examples)
+    k = counts.sum(0)
+    cum = counts.cumsum(0)
+    last = len(ep) - 1
+    lo = np.minimum((cum <= (k - 1) // 2).sum(0), last)
+    hi = np.minimum((cum <= k // 2).sum(0), last)
+    return np.where(k > 0, (ep[lo] + ep[hi]) / 2, np.nan)
+
+
+def _per_model_block(preds, labels, have, early, names):
+    """``per_model`` on arrays: predictions (n_models, n_epochs, n) and the usable outputs of
+    the same n examples."""
     from . import metrics as M
-    preds, labels = record.predictions[split], record.labels[split]
     right = preds == labels
     events = M.forgetting_events(preds, labels).astype(np.float64)
     out = {"accessibility": right.mean(1), "forgetting events": np.where(right.any(1), events, np.nan)}
-    have = _usable_outputs(record, split)
-    e = early_epoch_index(record.epochs)
-    make = {"confidence": lambda: have["probability"].mean(1), "variability": lambda: have["probability"].std(1),
-            "margin": lambda: have["probability"][:, -1] - have["other_probability"][:, -1],
-            "EL2N": lambda: have["error_norm"][:, e],
-            "area under the margin": lambda: have["logit_margin"].mean(1)}
-    out.update({name: make[name]() for name, needs in NEEDS.items() if all(k in have for k in needs)})
+    f32 = lambda k: have[k].astype(np.float32)
+    make = {"confidence": lambda: have["probability"].mean(1, dtype=np.float32),
+            "variability": lambda: f32("probability").std(1),
+            "margin": lambda: have["probability"][:, -1].astype(np.float32) - have["other_probability"][:, -1],
+            "EL2N": lambda: have["error_norm"][:, early].astype(np.float32),
+            "area under the margin": lambda: have["logit_margin"].mean(1, dtype=np.float32)}
+    out.update({names[name]: make[name]() for name, needs in NEEDS.items() if all(k in have for k in needs)})
     return out
+
+
+def per_model(record, split):
+    """Each model's own value of every score, {column: (n_models, n_examples)}, keyed by the
+    score's column in ``scores_table``: what the collection's score averages (NaN where a
+    model has none: forgetting events of an example the model never gets right), and what
+    ``stats.score_reliability`` reads to tell how many models each score needs.  A
+    probability-based score is there where the record keeps what it needs (``NEEDS``), in
+    float32 (the record keeps float16).  The learning epoch is not: the collection's is a
+    median over the models that learn the example, not a mean."""
+    return _per_model_block(record.predictions[split], record.labels[split], _usable_outputs(record, split),
+                            early_epoch_index(record.epochs), column_names(record))
 
 
 def scores_table(record, split):
@@ -255,26 +299,34 @@ def scores_table(record, split):
     sub = (record.meta.get("subset") or {}).get(f"{split}_indices")
     index = np.asarray(sub, dtype=np.int64) if sub is not None else np.arange(len(labels))
     names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
-    le = M.learning_epoch(preds, labels, record.epochs)
-    with warnings.catch_warnings():  # examples no model learns: a median of nothing
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median_le = np.nanmedian(le, axis=0)
-        pm = {k: np.nanmean(v, 0) for k, v in per_model(record, split).items()}
-    events, never = forgetting(preds, labels)
-    e = early_epoch_index(record.epochs)
-    cols = {"label": labels, "class": [names[int(c)] for c in labels], "accessibility": pm["accessibility"],
-            "learning epoch (median)": median_le, "not learned by the end (share of models)": np.isnan(le).mean(0),
-            "forgetting events": events, "never right (share of models)": never}
-    renamed = {"confidence": "confidence", "variability": "variability",
-               "margin": f"margin (epoch {record.epochs[-1]})", "EL2N": f"EL2N (epoch {record.epochs[e]})",
-               "area under the margin": "area under the margin"}
-    for name, col in renamed.items():
-        if name in pm:
-            cols[col] = pm[name]
-            if name == "variability":  # cartography's third coordinate beside its first two
+    have, early, cols_of = _usable_outputs(record, split), early_epoch_index(record.epochs), column_names(record)
+    # in blocks of examples: the per-model arrays of a large record (100 models x 1.3M examples,
+    # float32: 530 MB a score) are reduced to their means block by block
+    blocks = []
+    for i in range(0, len(labels), CHUNK):
+        j = slice(i, i + CHUNK)
+        p, y = preds[..., j], labels[j]
+        le = M.learning_epoch(p, y, record.epochs)
+        each = _per_model_block(p, y, {k: v[..., j] for k, v in have.items()}, early, cols_of)
+        with warnings.catch_warnings():  # examples no model learns: a mean of nothing
+            warnings.simplefilter("ignore", RuntimeWarning)
+            block = {k: np.nanmean(v, 0) for k, v in each.items()}  # forgetting events as forgetting()'s
+        block["learning epoch (median)"] = median_learning_epoch(le, record.epochs)
+        block["not learned by the end (share of models)"] = np.isnan(le).mean(0)
+        block["never right (share of models)"] = np.isnan(each["forgetting events"]).mean(0)
+        blocks.append(block)
+    pm = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    cols = {"label": labels, "class": np.asarray(names, dtype=object)[labels], "accessibility": pm["accessibility"],
+            "learning epoch (median)": pm["learning epoch (median)"],
+            "not learned by the end (share of models)": pm["not learned by the end (share of models)"],
+            "forgetting events": pm["forgetting events"], "never right (share of models)": pm["never right (share of models)"]}
+    for col in column_names(record).values():
+        if col in pm:
+            cols[col] = pm[col]
+            if col == "variability":  # cartography's third coordinate beside its first two
                 cols["correctness"] = pm["accessibility"]
     t = pd.DataFrame(cols, index=pd.Index(index, name=f"{record.meta.get('dataset', '')} {split} index".strip()))
-    lacking = [n for n in NEEDS if n not in pm]
+    lacking = [n for n, col in column_names(record).items() if col not in pm]
     if not lacking:
         t.attrs["missing"] = ""
     elif record.outputs.get(split):
@@ -285,3 +337,21 @@ def scores_table(record, split):
         t.attrs["missing"] = (f"{', '.join(lacking)} (and correctness) need the per-entry probabilities: train with "
                               f"--save-probabilities, or build the record with Record.from_arrays(..., logits=...)")
     return t.sort_index()
+
+
+def record_scores(record):
+    """``scores_table`` of every labelled split of a record, in one DataFrame: columns ``split``
+    and ``index`` (the example's index in the record's dataset) first, the splits in the
+    record's order.  ``attrs["missing"]`` as ``scores_table``'s.  What ``python -m agreebook
+    scores`` writes and the book offers for download."""
+    import pandas as pd
+    from .record import RecordError
+    splits = record.labelled_splits
+    if not splits:
+        raise RecordError("this record holds no labelled split (train, test or heldout); scores need labels")
+    tables = [scores_table(record, s) for s in splits]
+    t = pd.concat([x.reset_index().rename(columns={x.index.name: "index"}).assign(split=s)
+                   for s, x in zip(splits, tables)], ignore_index=True)
+    t = t[["split", "index"] + [c for c in t.columns if c not in ("split", "index")]]
+    t.attrs["missing"] = tables[0].attrs["missing"]
+    return t

@@ -5,6 +5,11 @@ Prints the time of each score, then of each statistic of agreebook.stats (bootst
 error consistency, reliability, models_needed), then everything ``report`` computes for one
 split (analysis.analyze, end to end), and the process's peak memory.
 Targets: scores < 10 s; everything report computes, intervals included, < 30 s; < 4 GB.
+Then the field's scores (agreebook.scores.scores_table, chapter 8): on the same record
+(accessibility, learning epoch, forgetting events), and with ``--outputs`` also on the four
+float16 outputs per entry that the probability-based scores read (confidence, variability,
+margin, EL2N, AUM).  Those outputs are 4 x 2 bytes per entry, 6.9 GiB at this size: a record that
+keeps them cannot be held in 4 GB, so that part prints the memory beyond the record itself.
 """
 import argparse
 import resource
@@ -36,6 +41,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=7)
     ap.add_argument("--examples", type=int, default=1_331_167)  # ImageNet-1k's training set
     ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--outputs", action="store_true", help="also the probability-based scores (needs ~10 GB)")
     a = ap.parse_args()
     preds, labels = synthetic_record(a.models, a.epochs, a.examples, a.classes)
     print(f"record: {preds.shape} int16 = {preds.nbytes / 2**30:.2f} GiB, {a.classes} classes")
@@ -56,7 +62,7 @@ def main():
     null_agr = M.null_agreement(acc, a.classes, n_samples=20000, seed=0); t["null: Agreement simulation"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     by_class = M.bimodality_test(tpa, acc, n_draws=2000, seed=0,
-                                 null_pmf=M.null_tp_agreement_by_class(preds, labels, a.classes))
+                                 null_pmf=M.null_tp_agreement_by_class(preds, labels))
     t["class null: exact + p-value"] = time.perf_counter() - t0
     total = sum(t.values())
     for k, v in t.items():
@@ -94,6 +100,47 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"everything report computes (analysis.analyze, one split): {whole:.2f} s (target < 30 s); "
           f"peak memory {peak:.2f} GiB, record included (target < 4 GB)")
+    field_scores(rec, a)
+
+
+def field_scores(rec, a):
+    """scores_table on the record as it is (prediction-based scores), then with the outputs."""
+    import gc
+    from agreebook.scores import scores_table
+    t0 = time.perf_counter()
+    t = scores_table(rec, "train")
+    took = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"scores_table, prediction-based scores ({t.shape[1]} columns): {took:.2f} s (target < 30 s); peak memory "
+          f"{peak:.2f} GiB, record included (target < 4 GB); check: accessibility mean {t['accessibility'].mean():.3f}, "
+          f"forgetting events mean {t['forgetting events'].mean():.3f}")
+    if not a.outputs:
+        return
+    del t
+    gc.collect()
+    rng = np.random.default_rng(1)
+    n_models, n_epochs, n = rec.predictions["train"].shape
+    right = rec.predictions["train"] == rec.labels["train"]
+    outs = {k: np.empty((n_models, n_epochs, n), np.float16) for k in
+            ("probability", "other_probability", "error_norm", "logit_margin")}
+    for m in range(n_models):  # a right model gives its label the larger share
+        p = np.where(right[m], 0.5, 0.05) + 0.45 * rng.random((n_epochs, n), dtype=np.float32)
+        q = (1 - p) * rng.random((n_epochs, n), dtype=np.float32)
+        outs["probability"][m], outs["other_probability"][m] = p, q
+        outs["error_norm"][m] = np.sqrt((1 - p) ** 2 + q ** 2)
+        outs["logit_margin"][m] = np.log(p) - np.log(q + 1e-6)
+    del right, p, q
+    rec.outputs["train"] = outs
+    held = sum(v.nbytes for v in outs.values()) / 2**30
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    t0 = time.perf_counter()
+    t = scores_table(rec, "train")
+    took = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"scores_table, every score ({t.shape[1]} columns, outputs {held:.2f} GiB of float16 held): {took:.2f} s "
+          f"(target < 30 s); peak memory {peak:.2f} GiB (record and outputs included), of which "
+          f"{max(peak - base, 0):.2f} GiB above the peak before scoring; check: confidence mean "
+          f"{t['confidence'].mean():.3f}, AUM mean {t['area under the margin'].mean():.3f}")
 
 
 if __name__ == "__main__":

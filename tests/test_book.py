@@ -5,6 +5,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 
 from agreebook import book, experiments as X, metrics as M
@@ -358,3 +359,38 @@ def test_committed_pages_link_every_committed_record_and_nothing_else():
     assert folders == {p.split("/")[0] for p in linked}  # no record that no page reads
     assert (REPO / "book" / "_extra" / "records").resolve() == records.resolve()
     assert 'html_extra_path: ["_extra"]' in (REPO / "_config.yml").read_text()
+
+
+def test_scores_collection_keeps_outputs_and_shares_a_small_training_set(offline_root):
+    root = str(offline_root)
+    c, cfg = book.setup(8, scale="smoke", data_root=root).scores_collection()
+    assert (c.dataset, cfg.train_size, cfg.test_size, cfg.heldout_size, cfg.save_probabilities) == \
+        ("cifar10", 300, 300, 300, True)
+    c, cfg = book.setup(8, scale="cpu", data_root=root).scores_collection(n_models=4, epochs="1,3")
+    assert (cfg.n_models, cfg.epochs, cfg.train_size, cfg.test_size, cfg.heldout_size) == (4, (1, 3), 4000, None, 5000)
+    # a named dataset too small for both subsets (digits: 1437 training images) shares them in
+    # the preset's proportion, 4000 : 5000
+    c, cfg = book.setup(8, dataset="digits", scale="cpu").scores_collection()
+    assert c.dataset == "digits" and (cfg.train_size, cfg.heldout_size) == (1437 - 1437 * 5000 // 9000, 1437 * 5000 // 9000)
+    assert book.setup(8, scale="paper", data_root=root).scores_collection()[1].n_models == 100
+
+
+def test_scores_downloads_write_each_finished_record_once_and_alike(tmp_path):
+    from agreebook.record import Record
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    done = Record.from_arrays(labels={"test": y}, epochs=[1, 2], logits={"test": rng.normal(size=(3, 2, 50, 3))},
+                              meta={"dataset": "toy", "arch": "fc"})
+    done.save(tmp_path / "done")
+    half = Record(done.predictions, done.labels, done.epochs, meta={"dataset": "toy"},
+                  complete=np.array([[True, False]] * 3))
+    half.save(tmp_path / "half")
+    table = book.scores_downloads(tmp_path)
+    assert list(table.frame.index) == ["done"] and table.frame.loc["done", "probability-based"] == "yes"
+    assert table.links == [[("scores.csv.gz", "records/done/scores.csv.gz")]]
+    assert not (tmp_path / "half" / "scores.csv.gz").exists()  # a record still training has no scores
+    first = (tmp_path / "done" / "scores.csv.gz").read_bytes()
+    back = pd.read_csv(tmp_path / "done" / "scores.csv.gz")
+    assert len(back) == 50 and back["split"].eq("test").all() and list(back.columns[:4]) == ["split", "index", "label", "class"]
+    book.scores_downloads(tmp_path)
+    assert (tmp_path / "done" / "scores.csv.gz").read_bytes() == first  # no time in the gzip header

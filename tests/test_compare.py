@@ -44,3 +44,61 @@ def test_a_tie_among_peoples_wrong_labels_is_shared():
     counts = np.tile([40, 5, 5], (10, 1))            # people: 1 and 2 tied
     out = C.shared_wrong_labels(preds, y, counts, n_boot=100)
     assert out["observed"] == 0.5 and out["expected"] == 0.5
+
+
+def test_human_error_consistency_by_hand():
+    # 4 images; networks: TP-agreement 1, 1, 0, 0.5; people: accuracy 1, 0.5, 0, 1
+    y = np.zeros(4, int)
+    preds = np.array([[[0, 0, 1, 0]], [[0, 0, 1, 1]]])        # 2 networks, 1 epoch
+    counts = np.array([[10, 0], [5, 5], [0, 10], [10, 0]])
+    a, h = np.array([1, 1, 0, 0.5]), np.array([1, 0.5, 0, 1])
+    obs = np.mean(a * h + (1 - a) * (1 - h))                   # 0.75
+    p, q = a.mean(), h.mean()                                 # 0.625 each
+    exp = p * q + (1 - p) * (1 - q)
+    out = C.human_error_consistency(preds, y, counts, n_boot=50)
+    assert abs(out["estimate"][0] - (obs - exp) / (1 - exp)) < 1e-12
+    assert out["ci"].shape == (1, 2)
+    # networks whose mistakes fall where people's are: near 1; on the other images: below 0
+    rng = np.random.default_rng(0)
+    hard = rng.random(500) < 0.3
+    people = np.stack([np.where(hard, 15, 50), np.where(hard, 35, 0)], 1)
+    same = np.broadcast_to(np.where(hard, 1, 0), (4, 2, 500))
+    other = np.broadcast_to(np.where(np.roll(hard, 1) & ~hard, 1, 0), (4, 2, 500))
+    assert C.human_error_consistency(same, np.zeros(500, int), people, n_boot=50)["estimate"].min() > 0.5
+    assert C.human_error_consistency(other, np.zeros(500, int), people, n_boot=50)["estimate"].max() < 0
+
+
+def test_human_reliability_reads_the_annotators_noise():
+    rng = np.random.default_rng(1)
+    y = np.zeros(3000, int)
+    p = rng.beta(0.5, 0.5, 3000)               # images differ a lot: halves agree
+    flat = np.full(3000, 0.9)                  # all images alike: halves share only noise
+    many, few = [np.stack([r, n - r], 1) for r, n in ((rng.binomial(50, p), 50), (rng.binomial(50, flat), 50))]
+    assert C.human_reliability(many, y) > 0.9
+    assert abs(C.human_reliability(few, y)) < 0.1
+
+
+def test_against_reference_gives_the_noise_ceiling_and_skips_constant_scores():
+    t = pd.DataFrame({"a": np.arange(30.0), "flat": np.ones(30), "holes": np.r_[np.full(10, np.nan), np.arange(20.0)]})
+    out = C.against_reference(t, np.arange(30.0), reliability={"a": 0.64}, reference_reliability=0.81, n_boot=50)
+    assert list(out.index) == ["a", "holes"]  # a constant score has no rank correlation
+    assert abs(out.loc["a", "noise ceiling"] - 0.72) < 1e-12 and abs(out.loc["a", "|rho| / ceiling"] - 1 / 0.72) < 1e-12
+    assert out.loc["holes", "n"] == 20 and np.isnan(out.loc["holes", "noise ceiling"])
+
+
+def test_binned_means_close_the_last_bin_and_drop_small_ones():
+    x = np.r_[np.zeros(20), np.full(5, 0.55), np.ones(20)]
+    y = np.r_[np.zeros(20), np.ones(5), np.ones(20)]
+    t = C.binned_means(x, y, n_boot=50)
+    assert t["bin"].tolist() == ["[0, 0.1)", "[0.9, 1]"] and t["n"].tolist() == [20, 20]
+    assert t["mean"].tolist() == [0.0, 1.0] and (t["low"] <= t["mean"]).all()
+
+
+def test_reliability_curves_table_and_target():
+    rng = np.random.default_rng(2)
+    shared = rng.random(300)
+    pm = {"steady": shared + 0.05 * rng.normal(size=(6, 300)), "noise": rng.normal(size=(6, 300))}
+    curves, table = C.reliability_curves(pm, target=0.9)
+    assert list(curves["steady"]["sizes"]) == [2, 3, 4, 5, 6]
+    assert table.loc["steady", "models to reach 0.9"] == 2 and np.isnan(table.loc["noise", "models to reach 0.9"])
+    assert table.loc["steady", "reliability at N=6"] > 0.99 > 0.3 > table.loc["noise", "reliability at N=6"]

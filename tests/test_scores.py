@@ -1,10 +1,11 @@
 """The field's difficulty scores (agreebook.scores) against hand-computed cases."""
 import doctest
+import warnings
 
 import numpy as np
 import pytest
 
-from agreebook import metrics as M, scores as SC
+from agreebook import compare as C, metrics as M, scores as SC
 
 
 def test_docstring_examples_run():
@@ -137,7 +138,8 @@ def test_per_model_scores_average_to_the_collections_and_their_reliability():
     np.testing.assert_allclose(pm["accessibility"].mean(0), t["accessibility"])
     np.testing.assert_allclose(np.nanmean(pm["forgetting events"], 0), t["forgetting events"])
     np.testing.assert_allclose(pm["confidence"].mean(0), t["confidence"], rtol=1e-6)
-    np.testing.assert_allclose(pm["EL2N"].mean(0), t["EL2N (epoch 1)"], rtol=1e-6)
+    np.testing.assert_allclose(pm["EL2N (epoch 1)"].mean(0), t["EL2N (epoch 1)"], rtol=1e-6)
+    assert set(pm) == set(C.score_columns(t)) - {"learning epoch (median)"}  # one name per score everywhere
     rel = S.score_reliability(pm["confidence"], sizes=[2, 6])
     assert 0.5 < rel["reliability"][0] < rel["reliability"][1] <= 1  # more models, a steadier score
     with pytest.raises(ValueError, match="sizes must lie in 2..6"):
@@ -218,3 +220,14 @@ def test_from_arrays_takes_torch_tensors_with_grad():
     z = torch.randn(2, 1, 5, 3, requires_grad=True)
     rec = Record.from_arrays(labels={"test": torch.tensor([0, 1, 2, 0, 1])}, epochs=[1], logits={"test": z})
     np.testing.assert_array_equal(rec.predictions["test"], z.detach().argmax(-1).numpy())
+
+
+def test_median_learning_epoch_equals_numpys_nanmedian():
+    rng = np.random.default_rng(7)
+    ep = np.array([1, 2, 3, 4, 6, 8, 12, 16])
+    for n_models in (1, 2, 5, 10):
+        le = rng.choice(np.r_[ep, np.nan], size=(n_models, 500), p=np.r_[np.full(8, 0.1), 0.2])
+        with warnings.catch_warnings():  # all-NaN columns
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanmedian(le, axis=0)
+        np.testing.assert_array_equal(SC.median_learning_epoch(le, ep), want)
