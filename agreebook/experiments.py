@@ -82,14 +82,21 @@ def bimodality_verdict(record, split, alpha=ALPHA, null="accuracy"):
         else:
             kappa = (f"; error consistency {a.error_consistency[i]:.2f} [{lo:.2f}, {hi:.2f}], "
                      + ("above independent models" if lo > 0 else "not above independent models"))
-        parts.append(f"{a.epochs[i]} (mean accuracy {a.accuracy_mean[i]:.3f}, bimodality "
-                     f"{_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, {_r(a.bimodality_ci[i][1])}] vs null "
+        # TP-agreement on one or two values (every model right on every example, near the
+        # ceiling): Pearson's score is undefined or 0 by construction, and so is its interval
+        values = int(np.count_nonzero(a.tp_agreement_hist[i]))
+        score = ("undefined (every example at one TP-agreement)" if values == 1 else
+                 "0 by construction (two TP-agreement values only)" if values == 2 else
+                 f"{_r(a.bimodality[i])} [{_r(a.bimodality_ci[i][0])}, {_r(a.bimodality_ci[i][1])}]")
+        parts.append(f"{a.epochs[i]} (mean accuracy {a.accuracy_mean[i]:.3f}, bimodality {score} vs null "
                      f"{_r(q[i])}{kappa})")
     return head + "; not at epoch(s) " + ", ".join(parts) + "."
 
 
 def _r(v):
-    return "nan" if not np.isfinite(v) else f"{v:.3f}"
+    # rounded as the pages' tables are (DataFrame.round: numpy's, half to even on the scaled
+    # value): 0.9485 printed 0.949 in a verdict beside 0.948 in its table
+    return "nan" if not np.isfinite(v) else f"{np.round(v, 3) + 0.0:.3f}"  # + 0.0: no "-0.000"
 
 
 # Epochs where the bimodality test has power: above chance by this margin (below, a shared class

@@ -193,18 +193,22 @@ def _agreement_bars(ax, o, q, n, label="observed", color="tab:blue", null_label=
 
 def out_of_sample_agreement(record, results, scale=None):
     """Agreement on the test set and on out-of-sample inputs, each with the null that keeps every
-    model's label frequencies on those inputs (Fig 7).
+    model's label frequencies on those inputs, and the paper's reference: N models assigning
+    labels uniformly at random (Fig 7a; 20000 seeded draws).
 
     results: experiments.out_of_sample_agreement(record, ...)."""
     from .analysis import shares
     plt = _plt()
     k = len(results)
+    n = record.n_models
+    uniform = M.null_agreement(np.full((n, 1), 1 / record.n_classes), record.n_classes, 20000, 0)[0]
     fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 2.8), squeeze=False, sharey=True)
     for ax, (split, (obs, null)) in zip(axes.flat, results.items()):
-        n = record.n_models
         _agreement_bars(ax, shares(obs[None], n)[0], shares(null[None], n)[0], n,
                         label=f"observed (mean {obs.mean():.2f})",
                         null_label=f"label-frequency null (mean {null.mean():.2f})")
+        ax.plot(np.arange(n + 1) / n, shares(uniform[None], n)[0], "s--", color="tab:gray", ms=2, lw=0.8,
+                label=f"random labels (mean {uniform.mean():.2f})")
         ax.set_title(split.replace("ood_", "out-of-sample: "), fontsize=9)
         ax.legend(fontsize=7, loc="best")  # least over the null's hump and the bars
     axes.flat[0].set_ylabel("fraction of examples")

@@ -548,3 +548,9 @@ def test_curriculum_table_and_verdict():
     assert X.curriculum_verdict(t)[0] == "not reproduced"  # a clear benefit
     word, text = X.curriculum_verdict(t, "same")
     assert word == "reproduced" and "+0.000" in text and "ruled out" in text
+
+
+def test_verdict_numbers_round_as_the_tables_do():
+    import pandas as pd
+    v = 0.9485  # stored just above 0.9485: "%.3f" gives 0.949, DataFrame.round 0.948
+    assert X._r(v) == f"{pd.DataFrame({'a': [v]}).round(3)['a'][0]:.3f}" == "0.948"
