@@ -12,10 +12,23 @@ from . import metrics as M
 from . import stats as S
 
 
+def _rankable(x):
+    """A score for rank statistics: +inf (an example a model never learns: forgetting events,
+    the learning epoch) becomes one more than the largest finite value, which keeps every rank;
+    NaN stays missing."""
+    x = np.asarray(x, dtype=np.float64).copy()
+    inf = np.isposinf(x)
+    if inf.any():
+        finite = x[np.isfinite(x)]
+        x[inf] = (finite.max() if finite.size else 0.0) + 1.0
+    return x
+
+
 def rank_correlations(table, columns=None, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
     """Spearman's rho between every pair of score columns of ``table`` (a DataFrame, one row per
-    example), each pair on the examples where both are defined, with its bootstrap interval
-    (``stats.correlation``: examples resampled, ranks recomputed in every draw).
+    example), each pair on the examples where both are defined (+inf, an example never learned,
+    ranks last), with its bootstrap interval (``stats.correlation``: examples resampled, ranks
+    recomputed in every draw).
 
     Returns (rho, ci, n): DataFrames indexed by the columns both ways: rho, the interval as text,
     and the number of examples each pair used.
@@ -35,10 +48,10 @@ def rank_correlations(table, columns=None, n_boot=S.N_BOOT, level=S.LEVEL, seed=
     ci = pd.DataFrame("", index=cols, columns=cols)
     n = pd.DataFrame(0, index=cols, columns=cols)
     for i, a in enumerate(cols):
-        n.loc[a, a] = int(np.isfinite(table[a].to_numpy(float)).sum())
+        n.loc[a, a] = int((~np.isnan(table[a].to_numpy(float))).sum())
         for b in cols[i + 1:]:
-            x, y = table[a].to_numpy(float), table[b].to_numpy(float)
-            ok = np.isfinite(x) & np.isfinite(y)
+            x, y = _rankable(table[a]), _rankable(table[b])
+            ok = ~np.isnan(x) & ~np.isnan(y)
             n.loc[a, b] = n.loc[b, a] = int(ok.sum())
             if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
                 rho.loc[a, b] = rho.loc[b, a] = np.nan
@@ -77,9 +90,9 @@ def shared_wrong_labels(predictions, labels, counts, epoch_index=-1, min_agreeme
     Read at one recorded epoch, on the examples whose most predicted label (the mode over the
     models) is wrong and held by at least ``min_agreement`` of them, and on which some person
     chose a wrong label: the share whose people's most chosen wrong label is the networks'
-    label (a tie between several counts the networks' label's share of it), against the share expected if the networks' wrong label were drawn from their own
-    confusions of the example's class (over all examples of that class), independently of the
-    example.  predictions: (n_models, n_epochs, n_examples); labels: (n_examples,); counts:
+    label (a tie between several counts the networks' label's share of it), against the share
+    expected if the networks' majority wrong labels were shuffled among the read examples of
+    the same class: what the class's common confusions give without any example-level match.  predictions: (n_models, n_epochs, n_examples); labels: (n_examples,); counts:
     (n_examples, n_classes) human label counts.  Returns a dict: ``n`` examples read,
     ``observed`` share with ``ci`` (examples resampled), ``expected`` share with ``expected_ci``.
 
@@ -101,11 +114,13 @@ def shared_wrong_labels(predictions, labels, counts, epoch_index=-1, min_agreeme
     # people's most chosen wrong label(s): a tie shares the example among its labels
     tied = (wrong == wrong.max(1, keepdims=True)) & (wrong > 0)
     read = (top != labels) & (share >= min_agreement) & (wrong.sum(1) > 0)
-    # the networks' confusions of each class: the distribution of their wrong labels over its examples
+    # the null: the networks' majority wrong labels shuffled among the read examples of each
+    # class (its expectation: each example's chance of meeting its class's distribution of them).
+    # Majority labels concentrate on a class's main confusion (cat -> dog) more than single
+    # models' wrong labels do, and people's mistakes do too: a null from single models' confusions
+    # would credit that shared concentration to the examples
     conf = np.zeros((k, k))
-    for m in range(p.shape[0]):
-        bad = p[m] != labels
-        np.add.at(conf, (labels[bad], p[m][bad]), 1)
+    np.add.at(conf, (labels[read], top[read]), 1)
     with np.errstate(invalid="ignore"):
         conf /= conf.sum(1, keepdims=True)
     ties = tied[read].sum(1)
@@ -137,10 +152,11 @@ def score_columns(table):
 def human_reliability(counts, labels, n_splits=S.N_SPLITS, seed=0):
     """Split-half reliability of human accuracy per example from label counts such as CIFAR-10H's:
     each example's annotators are cut at random into two halves (a hypergeometric draw of how
-    many of one half chose the true label), the halves' accuracies are correlated over the
-    examples (Pearson), and r is corrected to all annotators by Spearman-Brown; the mean over
-    ``n_splits`` cuts.  It bounds how well any score can correlate with human accuracy (the
-    noise ceiling sqrt(rel_a rel_b)).
+    many of one half chose the true label), the halves' accuracies are rank-correlated over the
+    examples (Spearman: on CIFAR-10H 44% of the images have accuracy 1, ties that Pearson's r
+    would read as agreement), and rho is corrected to all annotators by Spearman-Brown; the
+    mean over ``n_splits`` cuts.  With a score's own reliability it gives the noise ceiling
+    sqrt(rel_a rel_b), what the two scores' rank correlation is expected to reach at most.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -162,22 +178,38 @@ def human_reliability(counts, labels, n_splits=S.N_SPLITS, seed=0):
     rs = []
     for _ in range(n_splits):
         a = rng.hypergeometric(right[ok], (n - right)[ok], half[ok])
-        ra, rb = a / half[ok], (right[ok] - a) / (n - half)[ok]
+        ra, rb = S._ranks(a / half[ok]), S._ranks((right[ok] - a) / (n - half)[ok])
         rs.append(S.spearman_brown(np.corrcoef(ra, rb)[0, 1], 2.0))
     return float(np.mean(rs))
+
+
+def _pair_kappa(t, e):
+    """kappa from summed per-example statistics t (..., 3e + 1): the first rate's sum (e), the
+    second's (e), the agreement probability's (e), then the example count."""
+    m = t[..., -1:]
+    p, q, obs = t[..., :e] / m, t[..., e:2 * e] / m, t[..., 2 * e:3 * e] / m
+    exp = p * q + (1 - p) * (1 - q)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (obs - exp) / (1 - exp)
 
 
 def human_error_consistency(predictions, labels, counts, n_boot=S.N_BOOT, level=S.LEVEL, seed=0,
                             n_blocks=S.N_BLOCKS):
     """Error consistency (Geirhos et al., NeurIPS 2020) between networks and people, per recorded
-    epoch: Cohen's kappa on correctness between a member of the collection and an annotator,
-    each drawn at random for every example.  With a the share of members right on an example
-    (its TP-agreement) and h the share of people, the two agree (both right or both wrong) with
-    probability a h + (1 - a)(1 - h); c_obs is its mean over the examples, c_exp = p q +
-    (1 - p)(1 - q) with p, q the mean of a and of h, and kappa = (c_obs - c_exp) / (1 - c_exp):
-    0 when the networks' mistakes fall on the examples people get right as often as chance
-    would put them there.  Returns ``estimate`` (n_epochs,) and ``ci`` (n_epochs, 2),
-    resampling examples.
+    epoch, beside the same statistic for two people and for two networks: Cohen's kappa on
+    correctness between two observers drawn at random for every example.  With a the share of
+    members right on an example (its TP-agreement), N members, h the share of its r of n
+    annotators who are right: a network and a person agree (both right or both wrong) with
+    probability a h + (1 - a)(1 - h); two different people with (r(r - 1) + (n - r)(n - r - 1))
+    / (n(n - 1)); two different networks likewise from a N.  c_obs is the mean over the
+    examples, c_exp = p q + (1 - p)(1 - q) with p, q the two observers' mean accuracies, and
+    kappa = (c_obs - c_exp) / (1 - c_exp): 0 when mistakes fall on examples as independently as
+    chance puts them.  Near an accuracy of 1 (people on CIFAR-10) kappa is small even between
+    people, so a network-person kappa is read against the person-person one, not against 1.
+
+    Returns ``estimate`` (n_epochs,) and ``ci`` (n_epochs, 2) for a network and a person;
+    ``people``, ``people_ci`` for two people (one value, no epochs); ``networks`` (n_epochs,)
+    and ``networks_ci`` for two networks drawn the same way.  Intervals resample examples.
 
     Example:
         >>> y = np.zeros(100, int)
@@ -185,34 +217,49 @@ def human_error_consistency(predictions, labels, counts, n_boot=S.N_BOOT, level=
         >>> h = np.stack([np.where(hard, 10, 50), np.where(hard, 40, 0)], 1)
         >>> p = np.where(hard, 1, 0)[None, None].repeat(4, 0)  # ... and so do all networks
         >>> out = human_error_consistency(p, y, h, n_boot=100)
-        >>> bool(out["estimate"][0] > 0.5)
-        True
+        >>> bool(out["estimate"][0] > 0.5), float(round(out["networks"][0], 3))
+        (True, 1.0)
     """
     preds, labels = M._check_predictions(predictions, labels)
-    h, _ = human_difficulty(counts, labels)
-    a = M.tp_agreement(preds, labels)  # (n_epochs, n_examples)
-    agree = a * h + (1 - a) * (1 - h)
-    bs = S.Bootstrap(len(labels), n_boot, seed, n_blocks)
-    # per example: a (E), agree (E), h (1), and 1 for the draw's size
-    v = np.concatenate([a.T, agree.T, h[:, None], np.ones((len(labels), 1))], 1)
+    n_models, n_epochs, n_ex = preds.shape
+    if n_models < 2:
+        raise ValueError(f"two networks need N >= 2; got {n_models}")
+    c = np.asarray(counts, dtype=np.float64)
+    h, _ = human_difficulty(c, labels)
+    n_people = c.sum(1)
+    if (n_people < 2).any():
+        raise ValueError("every example needs at least 2 annotators for the person-person reference")
+    r = h * n_people
+    people = (r * (r - 1) + (n_people - r) * (n_people - r - 1)) / (n_people * (n_people - 1))
+    k = M.correct_counts(preds, labels).T.astype(np.float64)  # (n_examples, n_epochs) right members
+    a = k / n_models
+    nets = (k * (k - 1) + (n_models - k) * (n_models - k - 1)) / (n_models * (n_models - 1))
+    H = np.repeat(h[:, None], n_epochs, 1)
+    one = np.ones((n_ex, 1))
+    bs = S.Bootstrap(n_ex, n_boot, seed, n_blocks)
+    # per example: [a, h, agree(net, person)] per epoch; [h, h, agree(person, person)]; [a, a, agree(net, net)]
+    v = np.concatenate([a, H, a * H + (1 - a) * (1 - H), h[:, None], h[:, None], people[:, None],
+                        a, a, nets, one], 1)
     total, draws = bs.sums(v)
-
-    def kappa(t):
-        e = a.shape[0]
-        m = t[..., -1:]
-        p, obs, q = t[..., :e] / m, t[..., e:2 * e] / m, t[..., 2 * e:2 * e + 1] / m
-        exp = p * q + (1 - p) * (1 - q)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (obs - exp) / (1 - exp)
-
-    return {"estimate": kappa(total), "ci": S.percentile_interval(kappa(draws), level)}
+    e = n_epochs
+    pieces = {"estimate": slice(0, 3 * e), "people": slice(3 * e, 3 * e + 3), "networks": slice(3 * e + 3, 6 * e + 3)}
+    out = {}
+    for name, sl in pieces.items():
+        width = (sl.stop - sl.start) // 3
+        t = np.concatenate([total[sl], total[-1:]])
+        d = np.concatenate([draws[:, sl], draws[:, -1:]], 1)
+        out[name] = _pair_kappa(t, width)
+        out[f"{name}_ci" if name != "estimate" else "ci"] = S.percentile_interval(_pair_kappa(d, width), level)
+    out["people"], out["people_ci"] = float(out["people"][0]), out["people_ci"][0]
+    return out
 
 
 def binned_means(x, y, edges=np.linspace(0, 1, 11), n_boot=S.N_BOOT, level=S.LEVEL, seed=0, min_count=10):
     """The mean of ``y`` in bins of ``x`` (e.g. human accuracy or the C-score in bins of
     accessibility), with bootstrap intervals resampling the examples of each bin.  Bins are
-    [edges[i], edges[i+1]), the last one closed.  Returns a DataFrame, one row per bin with at
-    least ``min_count`` examples: its range, n, the mean of y and its interval.
+    [edges[i], edges[i+1]), the last one closed; examples with x outside the edges or either
+    value missing are left out.  Returns a DataFrame, one row per bin with at least
+    ``min_count`` examples: its range, n, the mean of y and its interval.
 
     Example:
         >>> t = binned_means(np.linspace(0, 1, 200), np.linspace(0, 1, 200), edges=[0, 0.5, 1], n_boot=100)
@@ -222,10 +269,11 @@ def binned_means(x, y, edges=np.linspace(0, 1, 11), n_boot=S.N_BOOT, level=S.LEV
     import pandas as pd
     x, y = np.asarray(x, float), np.asarray(y, float)
     edges = np.asarray(edges, float)
+    inside = np.isfinite(x) & np.isfinite(y) & (x >= edges[0]) & (x <= edges[-1])
     which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
     rows = []
     for b in range(len(edges) - 1):
-        v = y[(which == b) & np.isfinite(y)]
+        v = y[(which == b) & inside]
         if len(v) < min_count:
             continue
         ci = S.mean_ci(v[None], n_boot=n_boot, level=level, seed=seed + b)["ci"][0]
@@ -235,12 +283,15 @@ def binned_means(x, y, edges=np.linspace(0, 1, 11), n_boot=S.N_BOOT, level=S.LEV
 
 
 def reliability_curves(per_model, sizes=None, n_splits=S.N_SPLITS, seed=0, target=0.9):
-    """``stats.score_reliability`` for every score of ``scores.per_model``: (curves, table).
+    """``stats.score_reliability`` for every score of ``scores.per_model`` (each aggregated as the
+    collection aggregates it, ``scores.AGGREGATE``): (curves, table).
     curves: {score: its result}; table: one row per score with its reliability at all N
     models, the range over the splits, and the fewest models that reach ``target`` (NaN where
     none of the collection's sizes does)."""
     import pandas as pd
-    curves = {name: S.score_reliability(v, sizes=sizes, n_splits=n_splits, seed=seed) for name, v in per_model.items()}
+    from .scores import AGGREGATE
+    curves = {name: S.score_reliability(v, sizes=sizes, n_splits=n_splits, seed=seed,
+                                        aggregate=AGGREGATE.get(name, "mean")) for name, v in per_model.items()}
     rows = {}
     for name, c in curves.items():
         hit = np.flatnonzero(c["reliability"] >= target)
@@ -254,10 +305,12 @@ def against_reference(table, reference, columns=None, reliability=None, referenc
                       n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
     """Spearman's rho of every score column of ``table`` with one outside per-example reference
     (a C-score, human accuracy; (n_examples,) in the table's row order), each on the examples
-    where the score is defined, with its bootstrap interval.  reliability: {score: its
-    split-half reliability at the collection's N} (``reliability_curves``); with it, the noise
-    ceiling sqrt(rel_score * reference_reliability), the largest correlation two scores this
-    noisy could show, and rho over it.  Returns a DataFrame, one row per score.
+    where the score is defined (+inf, never learned, ranks last), with its bootstrap interval.
+    reliability: {score: its split-half rank reliability at the collection's N}
+    (``reliability_curves``); with it, the noise ceiling sqrt(rel_score * reference_reliability),
+    what the two scores' rank correlation is expected to reach at most given their noise (an
+    expectation, not a bound on every sample), and |rho| over it.  Returns a DataFrame, one row
+    per score.
 
     Example:
         >>> import pandas as pd
@@ -272,8 +325,8 @@ def against_reference(table, reference, columns=None, reliability=None, referenc
         raise ValueError(f"reference must be (n_examples,) = ({len(table)},); got {ref.shape}")
     rows = {}
     for col in columns or score_columns(table):
-        x = table[col].to_numpy(float)
-        ok = np.isfinite(x) & np.isfinite(ref)
+        x = _rankable(table[col])
+        ok = ~np.isnan(x) & np.isfinite(ref)
         if ok.sum() < 3 or np.ptp(x[ok]) == 0:
             continue
         out = S.correlation(x[ok], ref[ok], n_boot=n_boot, level=level, seed=seed)
@@ -282,4 +335,29 @@ def against_reference(table, reference, columns=None, reliability=None, referenc
             ceiling = float(np.sqrt(max(reliability[col], 0) * reference_reliability))
             row.update({"noise ceiling": ceiling, "|rho| / ceiling": abs(row["rho"]) / ceiling if ceiling else np.nan})
         rows[col] = row
+    if not rows:
+        return pd.DataFrame(columns=["rho", "low", "high", "n"]).rename_axis("score")
     return pd.DataFrame(rows).T.rename_axis("score").astype({"n": int})
+
+
+def within_class(a, b, labels, n_boot=S.N_BOOT, level=S.LEVEL, seed=0):
+    """The rank correlation of two per-example scores within classes: Spearman's rho with each
+    class's mean rank taken out of both (``stats.partial_correlation`` on the ranks, the class
+    indicators as covariates), so a score and a reference that both differ by class (CIFAR-10's
+    cats are hard for networks, for people and by C-score) are not credited with that alone.
+    +inf ranks last.  Returns ``r``, ``ci``, ``n``.
+
+    Example:
+        >>> y = np.repeat([0, 1], 100)
+        >>> x = np.r_[np.arange(100.0), np.arange(100.0) + 1000]     # the class moves x ...
+        >>> ref = np.r_[-np.arange(100.0), -np.arange(100.0) + 500]  # ... and ref, within-class opposite
+        >>> out = within_class(x, ref, y, n_boot=100)
+        >>> round(out["r"], 6)
+        -1.0
+    """
+    x, r = _rankable(a), np.asarray(b, dtype=np.float64)
+    y = np.asarray(labels)
+    ok = ~np.isnan(x) & np.isfinite(r)
+    classes = np.unique(y[ok])
+    onehot = (y[ok][:, None] == classes[None, 1:]).astype(np.float64)  # one class as the baseline
+    return S.partial_correlation(S._ranks(x[ok]), S._ranks(r[ok]), onehot, n_boot=n_boot, level=level, seed=seed)

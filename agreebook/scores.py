@@ -11,7 +11,8 @@ the logit margin (``outputs_from_logits``).
 * accessibility (Hacohen et al., ICML 2020): the mean TP-agreement over the recorded epochs
   (``metrics.accessibility``); the learning epoch (``metrics.learning_epoch``).
 * forgetting events (Toneva et al., ICLR 2019): right-to-wrong transitions between consecutive
-  recorded points; examples a model never gets right are flagged apart.
+  recorded points; a model that never gets an example right has forgotten it infinitely often
+  (their convention), and the collection's value is the median over its models.
 * dataset cartography (Swayamdipta et al., EMNLP 2020): confidence, the mean over epochs of the
   true-class probability; variability, its standard deviation over epochs; correctness, the
   share of epochs the model is right.
@@ -103,25 +104,25 @@ def _outputs(z, p, y):
 def forgetting(predictions, labels):
     """Forgetting events (Toneva et al., ICLR 2019): (events, never_learned), each (n_examples,).
 
-    events: the mean over the models that are right on the example at some recorded epoch of
-    their right-to-wrong transitions between consecutive recorded epochs (NaN where no model
-    ever is); never_learned: the share of models never right on it at any recorded epoch, the
-    examples Toneva et al. count as forgotten infinitely often.  Recorded epochs sample the
-    training steps, so a model's count is at most the per-step one.
+    events: the median over the models of each model's right-to-wrong transitions between
+    consecutive recorded epochs, a model never right on the example at any recorded epoch
+    counting as infinitely many, as Toneva et al. count unlearned examples (inf where most
+    models never are; the median, not the mean, so one such model does not make the example
+    infinite); never_learned: the share of models never right on it.  Recorded epochs sample
+    the training steps (Toneva et al. count per presentation), so with E recorded epochs a
+    model counts at most E // 2 events.
 
     Example:
         >>> p = np.array([[[0, 1, 1], [1, 1, 1], [0, 1, 1]]])  # 1 model, 3 epochs; labels 0, 0, 1
         >>> events, never = forgetting(p, np.array([0, 0, 1]))
         >>> events.tolist(), never.tolist()
-        ([1.0, nan, 0.0], [0.0, 1.0, 0.0])
+        ([1.0, inf, 0.0], [0.0, 1.0, 0.0])
     """
     from . import metrics as M
     preds, labels = _check_predictions(predictions, labels)
-    counts = M.forgetting_events(preds, labels).astype(np.float64)  # (n_models, n_examples)
     ever = (preds == labels).any(1)
-    with np.errstate(invalid="ignore"):
-        events = np.where(ever, counts, 0).sum(0) / ever.sum(0)
-    return events, 1 - ever.mean(0)
+    counts = np.where(ever, M.forgetting_events(preds, labels), np.inf)  # (n_models, n_examples)
+    return np.median(counts, axis=0), 1 - ever.mean(0)
 
 
 def cartography(probabilities, predictions, labels):
@@ -216,33 +217,36 @@ def column_names(record):
 
 
 def median_learning_epoch(learning_epochs, epochs):
-    """np.nanmedian(learning_epochs, axis=0) for values that are recorded epochs or NaN, from
-    per-epoch counts instead of a sort (100 models x 1.3M examples: a sort per example is most
-    of the time scores_table takes).
+    """The median over the models of ``metrics.learning_epoch`` (n_models, n_examples), a model
+    that has not learned the example by the last recorded epoch (NaN there) counting as later
+    than every recorded epoch: inf where most models have not, so the examples the collection
+    does not learn rank last instead of dropping out.  From per-epoch counts instead of a sort
+    (100 models x 1.3M examples: a sort per example was most of scores_table's time).
 
     Example:
         >>> le = np.array([[1.0, np.nan, 4.0], [2.0, np.nan, np.nan], [4.0, np.nan, np.nan]])
         >>> median_learning_epoch(le, [1, 2, 4]).tolist()
-        [2.0, nan, 4.0]
+        [2.0, inf, inf]
     """
-    ep = np.asarray(epochs, dtype=np.float64)
+    ep = np.append(np.asarray(epochs, dtype=np.float64), np.inf)
     le = np.asarray(learning_epochs)
-    counts = np.stack([(le == e).sum(0) for e in ep])  # (n_epochs, n_examples)
-    k = counts.sum(0)
+    counts = np.stack([(le == e).sum(0) for e in ep[:-1]] + [np.isnan(le).sum(0)])  # (n_epochs + 1, n)
+    k = le.shape[0]
     cum = counts.cumsum(0)
-    last = len(ep) - 1
-    lo = np.minimum((cum <= (k - 1) // 2).sum(0), last)
-    hi = np.minimum((cum <= k // 2).sum(0), last)
-    return np.where(k > 0, (ep[lo] + ep[hi]) / 2, np.nan)
+    lo = (cum <= (k - 1) // 2).sum(0)
+    hi = (cum <= k // 2).sum(0)
+    return (ep[lo] + ep[hi]) / 2
 
 
-def _per_model_block(preds, labels, have, early, names):
+def _per_model_block(preds, labels, epochs, have, early, names):
     """``per_model`` on arrays: predictions (n_models, n_epochs, n) and the usable outputs of
     the same n examples."""
     from . import metrics as M
     right = preds == labels
     events = M.forgetting_events(preds, labels).astype(np.float64)
-    out = {"accessibility": right.mean(1), "forgetting events": np.where(right.any(1), events, np.nan)}
+    le = M.learning_epoch(preds, labels, epochs)
+    out = {"accessibility": right.mean(1), "forgetting events (median)": np.where(right.any(1), events, np.inf),
+           "learning epoch (median)": np.where(np.isnan(le), np.inf, le)}
     f32 = lambda k: have[k].astype(np.float32)
     make = {"confidence": lambda: have["probability"].mean(1, dtype=np.float32),
             "variability": lambda: f32("probability").std(1),
@@ -255,14 +259,27 @@ def _per_model_block(preds, labels, have, early, names):
 
 def per_model(record, split):
     """Each model's own value of every score, {column: (n_models, n_examples)}, keyed by the
-    score's column in ``scores_table``: what the collection's score averages (NaN where a
-    model has none: forgetting events of an example the model never gets right), and what
-    ``stats.score_reliability`` reads to tell how many models each score needs.  A
-    probability-based score is there where the record keeps what it needs (``NEEDS``), in
-    float32 (the record keeps float16).  The learning epoch is not: the collection's is a
-    median over the models that learn the example, not a mean."""
-    return _per_model_block(record.predictions[split], record.labels[split], _usable_outputs(record, split),
-                            early_epoch_index(record.epochs), column_names(record))
+    score's column in ``scores_table``: what the collection's score aggregates (the mean over
+    the models; the median for forgetting events and the learning epoch, which are inf for a
+    model that never gets the example right or has not learned it by the last recorded epoch:
+    ``AGGREGATE``), and what ``stats.score_reliability`` reads to tell how many models each
+    score needs.  A probability-based score is there where the record keeps what it needs
+    (``NEEDS``), in float32 (the record keeps float16)."""
+    return _per_model_block(record.predictions[split], record.labels[split], record.epochs,
+                            _usable_outputs(record, split), early_epoch_index(record.epochs), column_names(record))
+
+
+# how the collection's value of a score comes from its models' (per_model): the mean, except
+# for the scores that are infinite for a model that never learns the example
+AGGREGATE = {"forgetting events (median)": "median", "learning epoch (median)": "median"}
+
+
+def dataset_index(record, split):
+    """Each of a split's examples' index in the record's dataset, in the record's order (a
+    train_size subset keeps its indices; without a subset, 0..n-1): the index of
+    ``scores_table``, to align anything else given in the record's order with its rows."""
+    sub = (record.meta.get("subset") or {}).get(f"{split}_indices")
+    return np.asarray(sub, dtype=np.int64) if sub is not None else np.arange(len(record.labels[split]))
 
 
 def scores_table(record, split):
@@ -270,8 +287,9 @@ def scores_table(record, split):
     DataFrame indexed by the example's index in the record's dataset (``meta["dataset"]``; a
     train_size subset keeps its indices; a class subset such as cifar10_animals indexes its own
     examples), with its label and class, then accessibility, the median learning epoch over the
-    models that learn it, the share of models that never do (by the last recorded epoch),
-    forgetting events and the share of models never right, and, where the record keeps what
+    models (inf where most have not learned it by the last recorded epoch:
+    ``median_learning_epoch``), the share of models that have not, the median forgetting events
+    (``forgetting``) and the share of models never right, and, where the record keeps what
     they need, cartography's confidence, variability and correctness, the margin at the last
     recorded epoch, EL2N at ``early_epoch_index`` and the area under the margin.
     ``attrs["missing"]``: the scores left out, and why.  A record still training (or killed
@@ -285,9 +303,7 @@ def scores_table(record, split):
         >>> t.shape, t.attrs["missing"]
         ((6, 13), '')
     """
-    import warnings
     import pandas as pd
-    from . import metrics as M
     from .record import RecordError
     if split not in record.labelled_splits:
         raise RecordError(f"scores need labels; {split!r} is not a labelled split of this record "
@@ -296,8 +312,7 @@ def scores_table(record, split):
         raise RecordError("this record is incomplete (a run still training, or killed before its end): run the "
                           "same train command again to finish it, then compute the scores")
     preds, labels = record.predictions[split], record.labels[split]
-    sub = (record.meta.get("subset") or {}).get(f"{split}_indices")
-    index = np.asarray(sub, dtype=np.int64) if sub is not None else np.arange(len(labels))
+    index = dataset_index(record, split)
     names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
     have, early, cols_of = _usable_outputs(record, split), early_epoch_index(record.epochs), column_names(record)
     # in blocks of examples: the per-model arrays of a large record (100 models x 1.3M examples,
@@ -306,20 +321,19 @@ def scores_table(record, split):
     for i in range(0, len(labels), CHUNK):
         j = slice(i, i + CHUNK)
         p, y = preds[..., j], labels[j]
-        le = M.learning_epoch(p, y, record.epochs)
-        each = _per_model_block(p, y, {k: v[..., j] for k, v in have.items()}, early, cols_of)
-        with warnings.catch_warnings():  # examples no model learns: a mean of nothing
-            warnings.simplefilter("ignore", RuntimeWarning)
-            block = {k: np.nanmean(v, 0) for k, v in each.items()}  # forgetting events as forgetting()'s
-        block["learning epoch (median)"] = median_learning_epoch(le, record.epochs)
-        block["not learned by the end (share of models)"] = np.isnan(le).mean(0)
-        block["never right (share of models)"] = np.isnan(each["forgetting events"]).mean(0)
+        each = _per_model_block(p, y, record.epochs, {k: v[..., j] for k, v in have.items()}, early, cols_of)
+        le = each.pop("learning epoch (median)")
+        block = {k: (np.median(v, 0) if AGGREGATE.get(k) == "median" else v.mean(0)) for k, v in each.items()}
+        block["learning epoch (median)"] = median_learning_epoch(np.where(np.isinf(le), np.nan, le), record.epochs)
+        block["not learned by the end (share of models)"] = np.isinf(le).mean(0)
+        block["never right (share of models)"] = np.isinf(each["forgetting events (median)"]).mean(0)
         blocks.append(block)
     pm = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     cols = {"label": labels, "class": np.asarray(names, dtype=object)[labels], "accessibility": pm["accessibility"],
             "learning epoch (median)": pm["learning epoch (median)"],
             "not learned by the end (share of models)": pm["not learned by the end (share of models)"],
-            "forgetting events": pm["forgetting events"], "never right (share of models)": pm["never right (share of models)"]}
+            "forgetting events (median)": pm["forgetting events (median)"],
+            "never right (share of models)": pm["never right (share of models)"]}
     for col in column_names(record).values():
         if col in pm:
             cols[col] = pm[col]

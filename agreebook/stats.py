@@ -397,18 +397,25 @@ def split_half_reliability(predictions, labels, n_splits=N_SPLITS, seed=0):
     return {"reliability": float(np.mean(rel)), "half_r": r, "sd": float(np.std(rel))}
 
 
-def score_reliability(per_model, sizes=None, n_splits=N_SPLITS, seed=0):
-    """Split-half reliability of any per-example score a collection averages over its models
-    (``scores.per_model``'s arrays): for each n in ``sizes`` (default 2..N), ``n_splits`` random
-    subsets of n models are cut into two halves of floor(n/2), each half's mean score (NaN-aware:
-    a model without a value for an example is left out of its half's mean) is correlated with
-    the other's over the examples where both have one, and r is corrected to n models by
-    Spearman-Brown.  The same reading as ``split_half_reliability`` gives accessibility; here for
-    forgetting events, confidence, EL2N or any other score, so their "how many models" curves
-    can be set side by side.
+def _ranks(x):
+    """Mid-ranks of a 1-D array (ties averaged; inf ranks above every finite value)."""
+    u, codes = np.unique(x, return_inverse=True)
+    return _midranks(codes.ravel(), np.ones(len(x)), len(u))
 
-    per_model: (n_models, n_examples).  Returns {"sizes": (k,), "reliability": (k,) mean over
-    splits, "range": (k, 2) smallest and largest split}.
+
+def score_reliability(per_model, sizes=None, n_splits=N_SPLITS, seed=0, aggregate="mean"):
+    """Split-half reliability of any per-example score a collection aggregates over its models
+    (``scores.per_model``'s arrays), on ranks: for each n in ``sizes`` (default 2..N),
+    ``n_splits`` random subsets of n models are cut into two halves of floor(n/2), each half's
+    score (the mean over its models, or the median where ``aggregate="median"``: forgetting
+    events and the learning epoch, infinite for a model that never learns the example) is
+    ranked over the examples, the halves' ranks are correlated (Spearman's rho, so the
+    reliability is on the scale of the rank correlations it bounds), and rho is corrected to n
+    models by Spearman-Brown.  The "how many models" curve of ``split_half_reliability`` for
+    any score, so the field's scores can be set side by side.
+
+    per_model: (n_models, n_examples), finite or +inf.  Returns {"sizes": (k,), "reliability":
+    (k,) mean over splits, "range": (k, 2) smallest and largest split}.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -420,6 +427,11 @@ def score_reliability(per_model, sizes=None, n_splits=N_SPLITS, seed=0):
     v = np.asarray(per_model, dtype=np.float64)
     if v.ndim != 2 or v.shape[0] < 2:
         raise ValueError(f"per_model must be (n_models >= 2, n_examples); got shape {v.shape}")
+    if np.isnan(v).any():
+        raise ValueError("per_model must hold no NaN (a model without a value counts as +inf, as scores.per_model's do)")
+    if aggregate not in ("mean", "median"):
+        raise ValueError(f"aggregate must be 'mean' or 'median'; got {aggregate!r}")
+    agg = np.median if aggregate == "median" else np.mean
     n_models = v.shape[0]
     sizes = list(range(2, n_models + 1)) if sizes is None else [int(n) for n in sizes]
     if any(n < 2 or n > n_models for n in sizes):
@@ -430,11 +442,8 @@ def score_reliability(per_model, sizes=None, n_splits=N_SPLITS, seed=0):
         vals = []
         for _ in range(n_splits):
             pick = rng.permutation(n_models)[:n]
-            with warnings.catch_warnings():  # an example no model of a half has a value for
-                warnings.simplefilter("ignore", RuntimeWarning)
-                a, b = np.nanmean(v[pick[: n // 2]], 0), np.nanmean(v[pick[n // 2: 2 * (n // 2)]], 0)
-            ok = np.isfinite(a) & np.isfinite(b)
-            r = np.corrcoef(a[ok], b[ok])[0, 1] if ok.sum() > 2 and a[ok].std() > 0 and b[ok].std() > 0 else np.nan
+            a, b = _ranks(agg(v[pick[: n // 2]], 0)), _ranks(agg(v[pick[n // 2: 2 * (n // 2)]], 0))
+            r = np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else np.nan
             vals.append(float(spearman_brown(r, n / (n // 2))))
         rel.append(np.nanmean(vals) if np.isfinite(vals).any() else np.nan)
         rng_out.append((np.nanmin(vals), np.nanmax(vals)) if np.isfinite(vals).any() else (np.nan, np.nan))

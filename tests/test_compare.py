@@ -58,6 +58,13 @@ def test_human_error_consistency_by_hand():
     out = C.human_error_consistency(preds, y, counts, n_boot=50)
     assert abs(out["estimate"][0] - (obs - exp) / (1 - exp)) < 1e-12
     assert out["ci"].shape == (1, 2)
+    # two different people on one image: (r(r-1) + (n-r)(n-r-1)) / (n(n-1)); two networks likewise
+    pp = np.array([1, (5 * 4 + 5 * 4) / 90, 1, 1])
+    exp_pp = q * q + (1 - q) * (1 - q)
+    assert abs(out["people"] - (pp.mean() - exp_pp) / (1 - exp_pp)) < 1e-12
+    nn = np.array([1, 1, 1, 0])  # image 3: one of the two networks right, so two distinct ones disagree
+    exp_nn = p * p + (1 - p) * (1 - p)
+    assert abs(out["networks"][0] - (nn.mean() - exp_nn) / (1 - exp_nn)) < 1e-12
     # networks whose mistakes fall where people's are: near 1; on the other images: below 0
     rng = np.random.default_rng(0)
     hard = rng.random(500) < 0.3
@@ -102,3 +109,15 @@ def test_reliability_curves_table_and_target():
     assert list(curves["steady"]["sizes"]) == [2, 3, 4, 5, 6]
     assert table.loc["steady", "models to reach 0.9"] == 2 and np.isnan(table.loc["noise", "models to reach 0.9"])
     assert table.loc["steady", "reliability at N=6"] > 0.99 > 0.3 > table.loc["noise", "reliability at N=6"]
+
+
+def test_shared_wrong_labels_null_keeps_the_classes_common_confusion():
+    # every class-0 example: 3 of 5 networks say 1, the other two 2 or 3; people's common mistake
+    # is 1 everywhere.  The match comes from the class's confusion alone: observed = expected
+    rng = np.random.default_rng(0)
+    n = 300
+    preds = np.ones((5, 1, n), int)
+    preds[3:, 0] = rng.integers(2, 4, size=(2, n))
+    counts = np.tile([40, 6, 2, 2], (n, 1))
+    out = C.shared_wrong_labels(preds, np.zeros(n, int), counts, n_boot=100)
+    assert out["observed"] == 1.0 and out["expected"] == 1.0
