@@ -113,7 +113,7 @@ def field_scores(rec, a):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"scores_table, prediction-based scores ({t.shape[1]} columns): {took:.2f} s (target < 30 s); peak memory "
           f"{peak:.2f} GiB, record included (target < 4 GB); check: accessibility mean {t['accessibility'].mean():.3f}, "
-          f"forgetting events mean {t['forgetting events'].mean():.3f}")
+          f"median forgetting events mean {t['forgetting events (median)'][np.isfinite(t['forgetting events (median)'])].mean():.3f}")
     if not a.outputs:
         return
     del t
