@@ -207,8 +207,10 @@ def human_error_consistency(predictions, labels, counts, n_boot=S.N_BOOT, level=
     chance puts them.  Near an accuracy of 1 (people on CIFAR-10) kappa is small even between
     people, so a network-person kappa is read against the person-person one, not against 1.
 
-    Returns ``estimate`` (n_epochs,) and ``ci`` (n_epochs, 2) for a network and a person;
-    ``people``, ``people_ci`` for two people (one value, no epochs); ``networks`` (n_epochs,)
+    Returns ``estimate`` (n_epochs,) and ``ci`` (n_epochs, 2) for a network and a person, and
+    ``estimate_max`` (n_epochs,), the largest kappa observers of those two accuracies can reach
+    (they agree on at most 1 - |p - q| of the examples); ``people``, ``people_ci`` for two people
+    (one value, no epochs; their maximum is 1, as for two networks); ``networks`` (n_epochs,)
     and ``networks_ci`` for two networks drawn the same way.  Intervals resample examples.
 
     Example:
@@ -251,6 +253,12 @@ def human_error_consistency(predictions, labels, counts, n_boot=S.N_BOOT, level=
         out[name] = _pair_kappa(t, width)
         out[f"{name}_ci" if name != "estimate" else "ci"] = S.percentile_interval(_pair_kappa(d, width), level)
     out["people"], out["people_ci"] = float(out["people"][0]), out["people_ci"][0]
+    # the largest kappa two observers of these accuracies can reach: they agree at most on
+    # 1 - |p - q| of the examples (networks at 51% and people at 95% cannot exceed ~0.1)
+    p_net, q_people = total[:e] / total[-1], total[e:2 * e] / total[-1]
+    exp = p_net * q_people + (1 - p_net) * (1 - q_people)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["estimate_max"] = (1 - np.abs(p_net - q_people) - exp) / (1 - exp)
     return out
 
 
@@ -284,12 +292,17 @@ def binned_means(x, y, edges=np.linspace(0, 1, 11), n_boot=S.N_BOOT, level=S.LEV
 
 def reliability_curves(per_model, sizes=None, n_splits=S.N_SPLITS, seed=0, target=0.9):
     """``stats.score_reliability`` for every score of ``scores.per_model`` (each aggregated as the
-    collection aggregates it, ``scores.AGGREGATE``): (curves, table).
+    collection aggregates it, ``scores.AGGREGATE``; by default at the even sizes 2, 4, ..., N):
+    (curves, table).
     curves: {score: its result}; table: one row per score with its reliability at all N
     models, the range over the splits, and the fewest models that reach ``target`` (NaN where
     none of the collection's sizes does)."""
     import pandas as pd
     from .scores import AGGREGATE
+    if sizes is None:  # even n only: an odd n leaves a model out of its two halves, and the
+        # median of an odd half takes one model's value where an even half averages two
+        n_models = len(next(iter(per_model.values())))
+        sizes = list(range(2, n_models + 1, 2))
     curves = {name: S.score_reliability(v, sizes=sizes, n_splits=n_splits, seed=seed,
                                         aggregate=AGGREGATE.get(name, "mean")) for name, v in per_model.items()}
     rows = {}

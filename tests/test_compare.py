@@ -58,6 +58,7 @@ def test_human_error_consistency_by_hand():
     out = C.human_error_consistency(preds, y, counts, n_boot=50)
     assert abs(out["estimate"][0] - (obs - exp) / (1 - exp)) < 1e-12
     assert out["ci"].shape == (1, 2)
+    assert abs(out["estimate_max"][0] - (1 - abs(p - q) - exp) / (1 - exp)) < 1e-12  # p = q here: 1
     # two different people on one image: (r(r-1) + (n-r)(n-r-1)) / (n(n-1)); two networks likewise
     pp = np.array([1, (5 * 4 + 5 * 4) / 90, 1, 1])
     exp_pp = q * q + (1 - q) * (1 - q)
@@ -106,7 +107,7 @@ def test_reliability_curves_table_and_target():
     shared = rng.random(300)
     pm = {"steady": shared + 0.05 * rng.normal(size=(6, 300)), "noise": rng.normal(size=(6, 300))}
     curves, table = C.reliability_curves(pm, target=0.9)
-    assert list(curves["steady"]["sizes"]) == [2, 3, 4, 5, 6]
+    assert list(curves["steady"]["sizes"]) == [2, 4, 6]  # even sizes: both halves whole
     assert table.loc["steady", "models to reach 0.9"] == 2 and np.isnan(table.loc["noise", "models to reach 0.9"])
     assert table.loc["steady", "reliability at N=6"] > 0.99 > 0.3 > table.loc["noise", "reliability at N=6"]
 
