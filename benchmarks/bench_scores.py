@@ -103,17 +103,22 @@ def main():
     field_scores(rec, a)
 
 
-def field_scores(rec, a):
-    """scores_table on the record as it is (prediction-based scores), then with the outputs."""
-    import gc
+def _timed_table(rec):
+    """scores_table of the record's train split: (table, seconds, peak GiB of the process)."""
     from agreebook.scores import scores_table
     t0 = time.perf_counter()
     t = scores_table(rec, "train")
-    took = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return t, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def field_scores(rec, a):
+    """scores_table on the record as it is (prediction-based scores), then with the outputs."""
+    import gc
+    t, took, peak = _timed_table(rec)
+    forgetting = t["forgetting events (median)"]
     print(f"scores_table, prediction-based scores ({t.shape[1]} columns): {took:.2f} s (target < 30 s); peak memory "
           f"{peak:.2f} GiB, record included (target < 4 GB); check: accessibility mean {t['accessibility'].mean():.3f}, "
-          f"median forgetting events mean {t['forgetting events (median)'][np.isfinite(t['forgetting events (median)'])].mean():.3f}")
+          f"median forgetting events mean {forgetting[np.isfinite(forgetting)].mean():.3f}")
     if not a.outputs:
         return
     del t
@@ -132,14 +137,9 @@ def field_scores(rec, a):
     del right, p, q
     rec.outputs["train"] = outs
     held = sum(v.nbytes for v in outs.values()) / 2**30
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    t0 = time.perf_counter()
-    t = scores_table(rec, "train")
-    took = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    t, took, peak = _timed_table(rec)
     print(f"scores_table, every score ({t.shape[1]} columns, outputs {held:.2f} GiB of float16 held): {took:.2f} s "
-          f"(target < 30 s); peak memory {peak:.2f} GiB (record and outputs included), of which "
-          f"{max(peak - base, 0):.2f} GiB above the peak before scoring; check: confidence mean "
+          f"(target < 30 s); peak memory {peak:.2f} GiB (record and outputs included); check: confidence mean "
           f"{t['confidence'].mean():.3f}, AUM mean {t['area under the margin'].mean():.3f}")
 
 
