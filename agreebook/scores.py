@@ -118,11 +118,18 @@ def forgetting(predictions, labels):
         >>> events.tolist(), never.tolist()
         ([1.0, inf, 0.0], [0.0, 1.0, 0.0])
     """
-    from . import metrics as M
     preds, labels = _check_predictions(predictions, labels)
-    ever = (preds == labels).any(1)
-    counts = np.where(ever, M.forgetting_events(preds, labels), np.inf)  # (n_models, n_examples)
-    return np.median(counts, axis=0), 1 - ever.mean(0)
+    counts = _forgetting_per_model(preds, labels)
+    return np.median(counts, axis=0), np.isinf(counts).mean(0)
+
+
+def _forgetting_per_model(preds, labels, right=None):
+    """Each model's forgetting events per example, (n_models, n_examples) float64: inf where the
+    model is never right on it (Toneva et al.'s count for an unlearned example).  right: preds
+    == labels, where the caller has it."""
+    from . import metrics as M
+    ever = (preds == labels if right is None else right).any(1)
+    return np.where(ever, M.forgetting_events(preds, labels), np.inf)
 
 
 def cartography(probabilities, predictions, labels):
@@ -242,10 +249,9 @@ def _per_model_block(preds, labels, epochs, have, early, names):
     """``per_model`` on arrays: predictions (n_models, n_epochs, n) and the usable outputs of
     the same n examples."""
     from . import metrics as M
-    right = preds == labels
-    events = M.forgetting_events(preds, labels).astype(np.float64)
     le = M.learning_epoch(preds, labels, epochs)
-    out = {"accessibility": right.mean(1), "forgetting events (median)": np.where(right.any(1), events, np.inf),
+    right = preds == labels
+    out = {"accessibility": right.mean(1), "forgetting events (median)": _forgetting_per_model(preds, labels, right),
            "learning epoch (median)": np.where(np.isnan(le), np.inf, le)}
     f32 = lambda k: have[k].astype(np.float32)
     make = {"confidence": lambda: have["probability"].mean(1, dtype=np.float32),
