@@ -777,12 +777,17 @@ def collapse_injected_parameters(path):
     nbformat.write(nb, path)
 
 
-def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=BOOK, variants=True):
+def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=BOOK, variants=True, retrain=False,
+             runs=""):
     """Execute chapters in place with papermill (then their variants), then build the HTML.
 
     A chapter is executed into a scratch copy and replaces the committed one only on success.
     The variants (a chapter on the book's other datasets) are skipped when the parameters name a
-    dataset or an architecture: they would be that chapter again."""
+    dataset or an architecture: they would be that chapter again.  runs: the records folder the
+    chapters read and train into (default: ``default_runs()``, the committed ``book/records``).
+    retrain: train every record again from scratch, into ``runs``, which must then be a new or
+    empty folder (default: a new one under ~/.cache/agreebook): the committed records are left
+    as they are, to compare with or to replace by hand."""
     try:
         import papermill as pm
         from tqdm.auto import tqdm
@@ -809,6 +814,36 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
         if "sections" in own:
             sections(c, own["sections"])
     import tempfile
+    if retrain:
+        import time
+        runs = Path(runs or Path.home() / ".cache" / "agreebook" / time.strftime("retrain-%Y%m%d-%H%M%S"))
+        if runs.exists() and any(runs.iterdir()):
+            raise BookError(f"--retrain trains every record anew into {runs}, which is not empty; give a new or empty "
+                            "folder with --runs")
+        runs.mkdir(parents=True, exist_ok=True)
+        tqdm.write(f"training every record again into {runs}")
+    saved = os.environ.get("AGREEBOOK_RUNS")
+    if runs:  # the chapters' kernels inherit it (setup's default_runs)
+        os.environ["AGREEBOOK_RUNS"] = str(runs)
+    try:
+        _execute(jobs, scale, parameters, book, pm, tqdm, tempfile)
+    finally:
+        if runs:
+            if saved is None:
+                os.environ.pop("AGREEBOOK_RUNS", None)
+            else:
+                os.environ["AGREEBOOK_RUNS"] = saved
+    if build:
+        import subprocess
+        exe = shutil.which("jupyter-book")
+        if exe is None:
+            raise BookError("jupyter-book is not installed; pip install 'jupyter-book<2' (or use --no-build)")
+        if subprocess.run([exe, "build", str(book)]).returncode != 0:
+            raise BookError(f"jupyter-book could not build {book} (its messages are above)")
+
+
+def _execute(jobs, scale, parameters, book, pm, tqdm, tempfile):
+    """run_book's papermill loop: each job into a scratch copy, which replaces the page only on success."""
     for c, src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
         params = {k: v for k, v in {"scale": scale, **extra, **(parameters or {})}.items()
                   if k in PARAMETERS or k in CHAPTER_PARAMETERS.get(c, ())}
@@ -833,10 +868,3 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
         shutil.copyfile(scratch, tmp)
         os.replace(tmp, dst)
         shutil.rmtree(scratch.parent, ignore_errors=True)
-    if build:
-        import subprocess
-        exe = shutil.which("jupyter-book")
-        if exe is None:
-            raise BookError("jupyter-book is not installed; pip install 'jupyter-book<2' (or use --no-build)")
-        if subprocess.run([exe, "build", str(book)]).returncode != 0:
-            raise BookError(f"jupyter-book could not build {book} (its messages are above)")

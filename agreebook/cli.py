@@ -91,6 +91,11 @@ def _parser():
     b.add_argument("--no-variants", action="store_true",
                    help="skip the executed copies of a chapter on other datasets (book.VARIANTS)")
     b.add_argument("--no-build", action="store_true", help="execute only; do not build the HTML")
+    b.add_argument("--retrain", action="store_true",
+                   help="train every record again from scratch into --runs (a new folder by default), not reusing "
+                        "the committed book/records, which are left as they are")
+    b.add_argument("--runs", default="", help="the records folder the chapters read and train into "
+                                              "(default: $AGREEBOOK_RUNS, else the checkout's book/records)")
     return p
 
 
@@ -178,5 +183,5 @@ def _book(args):
     from .book import CHAPTERS, BookError, run_book
     params = _pairs(args.parameter, "-p", BookError)
     run_book(scale=args.scale, chapters=args.chapters or CHAPTERS, parameters=params,
-             build=not args.no_build, variants=not args.no_variants)
+             build=not args.no_build, variants=not args.no_variants, retrain=args.retrain, runs=args.runs)
     return 0

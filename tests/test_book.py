@@ -1,6 +1,7 @@
 """The book's machinery: parameters, presets, record reuse, the chapter analyses, the notebooks."""
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -394,3 +395,21 @@ def test_scores_downloads_write_each_finished_record_once_and_alike(tmp_path):
     assert len(back) == 50 and back["split"].eq("test").all() and list(back.columns[:4]) == ["split", "index", "label", "class"]
     book.scores_downloads(tmp_path)
     assert (tmp_path / "done" / "scores.csv.gz").read_bytes() == first  # no time in the gzip header
+
+
+def test_retrain_executes_the_chapters_against_a_new_records_folder(tmp_path, monkeypatch):
+    """--retrain: the chapters' kernels see AGREEBOOK_RUNS set to a new folder, so every record
+    trains anew there; the caller's environment is restored; a folder with records is refused."""
+    monkeypatch.delenv("AGREEBOOK_RUNS", raising=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('scale = "smoke"', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell('import os; open("where.txt", "w").write(os.environ.get("AGREEBOOK_RUNS", ""))')]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "chapter1.ipynb")
+    fresh = tmp_path / "fresh"
+    book.run_book("smoke", chapters=(1,), build=False, book=tmp_path, retrain=True, runs=str(fresh))
+    assert (tmp_path / "where.txt").read_text() == str(fresh) and fresh.is_dir()
+    assert "AGREEBOOK_RUNS" not in os.environ
+    (fresh / "some-record").mkdir()
+    with pytest.raises(book.BookError, match="not empty; give a new or empty folder with --runs"):
+        book.run_book("smoke", chapters=(1,), build=False, book=tmp_path, retrain=True, runs=str(fresh))
