@@ -788,8 +788,8 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
     retrain: train every record again from scratch, into ``runs``, which must then be a new or
     empty folder (default: a new one under ~/.cache/agreebook): the committed records are left
     as they are, to compare with or to replace by hand."""
-    try:
-        import papermill as pm
+    try:  # the extras, checked before any chapter runs (_execute uses them)
+        import papermill  # noqa: F401
         from tqdm.auto import tqdm
     except ImportError as exc:
         raise BookError(f"the book needs its extras ({exc.name} is missing): pip install -e '.[book]'") from None
@@ -813,7 +813,6 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
         setup(c, **{k: v for k, v in given.items() if k in PARAMETERS})
         if "sections" in own:
             sections(c, own["sections"])
-    import tempfile
     if retrain:
         import time
         runs = Path(runs or Path.home() / ".cache" / "agreebook" / time.strftime("retrain-%Y%m%d-%H%M%S"))
@@ -826,7 +825,7 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
     if runs:  # the chapters' kernels inherit it (setup's default_runs)
         os.environ["AGREEBOOK_RUNS"] = str(runs)
     try:
-        _execute(jobs, scale, parameters, book, pm, tqdm, tempfile)
+        _execute(jobs, scale, parameters, book)
     finally:
         if runs:
             if saved is None:
@@ -842,8 +841,11 @@ def run_book(scale="cpu", chapters=CHAPTERS, parameters=None, build=True, book=B
             raise BookError(f"jupyter-book could not build {book} (its messages are above)")
 
 
-def _execute(jobs, scale, parameters, book, pm, tqdm, tempfile):
+def _execute(jobs, scale, parameters, book):
     """run_book's papermill loop: each job into a scratch copy, which replaces the page only on success."""
+    import tempfile
+    import papermill as pm
+    from tqdm.auto import tqdm
     for c, src, dst, extra in tqdm(jobs, desc="chapters", unit="notebook"):
         params = {k: v for k, v in {"scale": scale, **extra, **(parameters or {})}.items()
                   if k in PARAMETERS or k in CHAPTER_PARAMETERS.get(c, ())}

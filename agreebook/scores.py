@@ -225,8 +225,8 @@ def column_names(record):
 
 def median_learning_epoch(learning_epochs, epochs):
     """The median over the models of ``metrics.learning_epoch`` (n_models, n_examples), a model
-    that has not learned the example by the last recorded epoch (NaN there) counting as later
-    than every recorded epoch: inf where most models have not, so the examples the collection
+    that has not learned the example by the last recorded epoch (NaN there, or inf as
+    ``per_model`` keeps it) counting as later than every recorded epoch: inf where most models have not, so the examples the collection
     does not learn rank last instead of dropping out.  From per-epoch counts instead of a sort
     (100 models x 1.3M examples: a sort per example was most of scores_table's time).
 
@@ -237,7 +237,7 @@ def median_learning_epoch(learning_epochs, epochs):
     """
     ep = np.append(np.asarray(epochs, dtype=np.float64), np.inf)
     le = np.asarray(learning_epochs)
-    counts = np.stack([(le == e).sum(0) for e in ep[:-1]] + [np.isnan(le).sum(0)])  # (n_epochs + 1, n)
+    counts = np.stack([(le == e).sum(0) for e in ep[:-1]] + [(~np.isfinite(le)).sum(0)])  # (n_epochs + 1, n)
     k = le.shape[0]
     cum = counts.cumsum(0)
     lo = (cum <= (k - 1) // 2).sum(0)
@@ -330,7 +330,7 @@ def scores_table(record, split):
         each = _per_model_block(p, y, record.epochs, {k: v[..., j] for k, v in have.items()}, early, cols_of)
         le = each.pop("learning epoch (median)")
         block = {k: (np.median(v, 0) if AGGREGATE.get(k) == "median" else v.mean(0)) for k, v in each.items()}
-        block["learning epoch (median)"] = median_learning_epoch(np.where(np.isinf(le), np.nan, le), record.epochs)
+        block["learning epoch (median)"] = median_learning_epoch(le, record.epochs)
         block["not learned by the end (share of models)"] = np.isinf(le).mean(0)
         block["never right (share of models)"] = np.isinf(each["forgetting events (median)"]).mean(0)
         blocks.append(block)
