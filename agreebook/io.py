@@ -56,8 +56,48 @@ def remove_stale_temporaries(folder, names=("*",), older_than=0.0):
                 pass
 
 
-def atomic_savez(path, compress=False, **arrays):
-    _atomic(path, lambda f: (np.savez_compressed if compress else np.savez)(f, **arrays))
+def atomic_savez(path, compress=False, stored=(), **arrays):
+    """np.savez(_compressed) of ``arrays``, atomically, the names in ``stored`` left uncompressed
+    whatever ``compress`` says (so that a reader can map them: ``npz_stored_arrays``).  Every
+    member is dated 1980-01-01, so that the same arrays give the same bytes."""
+    import zipfile
+
+    def write(f):
+        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        with zipfile.ZipFile(f, "w", allowZip64=True) as z:
+            for name, a in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED if name in stored else method
+                with z.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(a), allow_pickle=False)
+    _atomic(path, write)
+
+
+def npz_stored_arrays(path, names, min_bytes=0):
+    """{name: read-only np.memmap} of the members of an .npz that are stored uncompressed, among
+    ``names`` and of at least ``min_bytes``: a mapping reads only the pages that are used."""
+    import struct
+    import zipfile
+    out = {}
+    with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        for info in z.infolist():
+            name = info.filename[:-len(".npy")]
+            if name not in names or info.compress_type != zipfile.ZIP_STORED or info.file_size < min_bytes:
+                continue
+            f.seek(info.header_offset)
+            head = f.read(30)  # the local header: its name and extra field lengths are its last 4 bytes
+            if head[:4] != b"PK\x03\x04":
+                raise ValueError(f"member {info.filename} has no local header")
+            n, m = struct.unpack("<HH", head[26:30])
+            f.seek(info.header_offset + 30 + n + m)
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                continue  # a version-3 header (non-Latin-1 field names): read it the usual way
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                                  order="F" if fortran else "C")
+    return out
 
 
 def atomic_write_json(path, obj):

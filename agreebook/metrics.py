@@ -262,17 +262,24 @@ def learning_epoch(predictions, labels, epochs):
     """
     predictions, labels = _check_predictions(predictions, labels)
     epochs = np.asarray(epochs, dtype=np.float64)
-    n_models, n_epochs, n_examples = predictions.shape
-    if epochs.shape != (n_epochs,):
-        raise ValueError(f"epochs must be ({n_epochs},); got shape {epochs.shape}")
-    labels = labels.astype(predictions.dtype, copy=False)
-    last_wrong = np.full((n_models, n_examples), -1, np.int64)
+    if epochs.shape != (predictions.shape[1],):
+        raise ValueError(f"epochs must be ({predictions.shape[1]},); got shape {epochs.shape}")
+    return _learning_epoch(predictions == labels.astype(predictions.dtype, copy=False), epochs)
+
+
+def _learning_epoch(right, epochs, never=np.nan):
+    """``learning_epoch`` from right = predictions == labels (n_models, n_epochs, n_examples),
+    ``never`` where the model is wrong at the last recorded epoch."""
+    n_epochs = right.shape[1]
+    # one past the last wrong epoch (0: never wrong) as a running maximum in the smallest
+    # integer, then one lookup: a boolean-mask assignment per epoch took 0.53 s a block of
+    # 100 models x 65536 examples, this 0.05 s
+    kind = np.uint8 if n_epochs < 255 else np.uint32
+    after_wrong = np.zeros((right.shape[0], right.shape[2]), kind)
     for e in range(n_epochs):
-        last_wrong[predictions[:, e] != labels] = e
-    out = np.full((n_models, n_examples), np.nan)
-    learned = last_wrong < n_epochs - 1
-    out[learned] = epochs[last_wrong[learned] + 1]
-    return out
+        wrong = right[:, e].view(np.uint8) ^ 1
+        np.maximum(after_wrong, wrong.astype(kind, copy=False) * kind(e + 1), out=after_wrong)
+    return np.append(np.asarray(epochs, np.float64), never)[after_wrong]
 
 
 def forgetting_events(predictions, labels):
@@ -289,9 +296,14 @@ def forgetting_events(predictions, labels):
         array([[1, 0]], dtype=int32)
     """
     preds, labels = _check_predictions(predictions, labels)
-    out = np.zeros((preds.shape[0], preds.shape[2]), np.int32)
-    for e in range(preds.shape[1] - 1):
-        out += (preds[:, e] == labels) & (preds[:, e + 1] != labels)
+    return _forgetting_events(preds == labels.astype(preds.dtype, copy=False))
+
+
+def _forgetting_events(right):
+    """``forgetting_events`` from right = predictions == labels (n_models, n_epochs, n_examples)."""
+    out = np.zeros((right.shape[0], right.shape[2]), np.int32)
+    for e in range(right.shape[1] - 1):
+        out += right[:, e] > right[:, e + 1]  # right, then wrong
     return out
 
 

@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .io import atomic_savez, atomic_write_json
+from .io import atomic_savez, atomic_write_json, npz_stored_arrays
 
 SPLITS = ("train", "test", "heldout")  # labelled; "heldout": training-set examples never trained on
 # per-entry outputs -> their arrays' names in record.npz ("<split>_<name>"); "probabilities"
 # is the true-class probability, the name records have always used
 OUTPUT_KEYS = {"probability": "probabilities", "other_probability": "other_probabilities",
                "error_norm": "error_norms", "logit_margin": "logit_margins"}
+# arrays at least this large are stored uncompressed by Record.save and mapped by Record.load,
+# not read: a mapping holds the file open, which small records need not
+MAP_BYTES = 256 << 20
 OOD_PREFIX = "ood_"  # out-of-sample inputs (paper §3.4): no labels, only what the models predict
 
 
@@ -63,7 +66,7 @@ class Record:
             if q is not None:
                 merged.setdefault(s, {})["probability"] = q
         for split, p in predictions.items():
-            p = np.asarray(p)
+            p = np.asanyarray(p)  # a mapped array (Record.load) stays mapped
             if p.ndim != 3 or p.shape[1] != len(self.epochs):
                 raise RecordError(f"{split} predictions must be (n_models, {len(self.epochs)} epochs, "
                                   f"n_examples); got {p.shape}")
@@ -77,7 +80,7 @@ class Record:
             for name, q in merged.get(split, {}).items():
                 if name not in OUTPUT_KEYS:
                     raise RecordError(f"unknown output {name!r}; outputs are: {', '.join(OUTPUT_KEYS)}")
-                q = np.asarray(q)
+                q = np.asanyarray(q)  # a mapped output (Record.load) stays mapped
                 if q.shape != p.shape:
                     raise RecordError(f"{split} {name} must have the predictions' shape {p.shape}; got {q.shape}")
                 self.outputs.setdefault(split, {})[name] = q.astype(np.float16, copy=False)
@@ -212,13 +215,22 @@ class Record:
             for name, q in self.outputs.get(s, {}).items():
                 arrays[f"{s}_{OUTPUT_KEYS[name]}"] = q
         # compressed, labels in int8 where the classes allow: the book commits its records
-        # (the cpu book's main record: 1.5 MB as int16, uncompressed)
-        atomic_savez(d / "record.npz", compress=True, **arrays)
+        # (the cpu book's main record: 1.5 MB as int16, uncompressed).  The float16 outputs are
+        # stored as they are (they compress only to 80-92%: chapter 8's record), and so is any
+        # array of MAP_BYTES or more, which ``load`` maps instead of inflating it into memory
+        # (the ImageNet-sized record's 1.7 GiB of predictions took 22 s to inflate)
+        outputs = {f"{s}_{key}" for s in self.outputs for key in OUTPUT_KEYS.values()}
+        atomic_savez(d / "record.npz", compress=True,
+                     stored=[k for k, a in arrays.items() if k in outputs or a.nbytes >= MAP_BYTES], **arrays)
         atomic_write_json(d / "record.json", {**self.meta, "epochs": self.epochs.tolist(),
                                               "complete": self.is_complete})
 
     @classmethod
     def load(cls, directory):
+        """The record in ``directory``.  Predictions and per-entry outputs of at least
+        ``MAP_BYTES`` an array (stored uncompressed by ``save``) are mapped from the file
+        (read-only np.memmap), not read: the ImageNet-sized record's outputs are 7 GiB, which
+        ``scores.scores_table`` reads block by block."""
         path = Path(directory) / "record.npz"
         if not path.exists():
             raise RecordError(f"no record at {path}; train one with `python -m agreebook train --out {directory}`")
@@ -227,9 +239,12 @@ class Record:
                 splits = _split_order([k[:-len("_predictions")] for k in f.files if k.endswith("_predictions")])
                 if not splits:
                     raise ValueError("it holds no predictions")
-                return cls({s: f[f"{s}_predictions"] for s in splits}, {s: f[f"{s}_labels"] for s in splits},
+                mapped = npz_stored_arrays(path, [f"{s}_{key}" for s in splits
+                                                  for key in ("predictions", *OUTPUT_KEYS.values())], min_bytes=MAP_BYTES)
+                read = lambda name: mapped[name] if name in mapped else f[name]
+                return cls({s: read(f"{s}_predictions") for s in splits}, {s: f[f"{s}_labels"] for s in splits},
                            f["epochs"], meta=json.loads(str(f["meta"])),
-                           outputs={s: {n: f[f"{s}_{key}"] for n, key in OUTPUT_KEYS.items() if f"{s}_{key}" in f.files}
+                           outputs={s: {n: read(f"{s}_{key}") for n, key in OUTPUT_KEYS.items() if f"{s}_{key}" in f.files}
                                     for s in splits},
                            complete=f["complete"])
         except (RecordError, MemoryError, PermissionError):

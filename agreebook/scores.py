@@ -123,13 +123,14 @@ def forgetting(predictions, labels):
     return np.median(counts, axis=0), np.isinf(counts).mean(0)
 
 
-def _forgetting_per_model(preds, labels, right=None):
+def _forgetting_per_model(preds, labels, right=None, hits=None):
     """Each model's forgetting events per example, (n_models, n_examples) float64: inf where the
     model is never right on it (Toneva et al.'s count for an unlearned example).  right: preds
-    == labels, where the caller has it."""
+    == labels, and hits: right's count over the epochs, where the caller has them."""
     from . import metrics as M
-    ever = (preds == labels if right is None else right).any(1)
-    return np.where(ever, M.forgetting_events(preds, labels), np.inf)
+    right = preds == labels if right is None else right
+    ever = right.any(1) if hits is None else hits > 0
+    return np.where(ever, M._forgetting_events(right), np.inf)
 
 
 def cartography(probabilities, predictions, labels):
@@ -204,14 +205,27 @@ NEEDS = {"confidence": ("probability",), "variability": ("probability",),
 CHUNK = 1 << 16  # examples per block in scores_table: (100 models, 7 epochs, 65536) float32 is 180 MB
 
 
-def _usable_outputs(record, split):
-    """The outputs of a split every entry of which is recorded (a run resumed from a checkpoint
-    of an earlier version has NaN for the outputs that version did not keep), as stored
-    (float16): each score reads its block and computes in float32."""
-    have = record.outputs.get(split, {})
-    n = record.predictions[split].shape[2]
-    return {k: v for k, v in have.items()
-            if all(np.isfinite(v[..., i:i + CHUNK]).all() for i in range(0, n, CHUNK))}
+def _block(values, j, epochs=slice(None)):
+    """values[:, epochs, j] in memory, for values (n_models, n_epochs, n).  A large record's
+    outputs are mapped from its file (``Record.load``); their blocks are read with plain file
+    reads instead of through the mapping, whose pages would stay in this process (a kernel
+    that caches files in large folios maps whole rows around each block: the ImageNet-sized
+    record's 7 GiB of outputs then all counted in its memory)."""
+    if not (isinstance(values, np.memmap) and values.base is getattr(values, "_mmap", None)
+            and values.filename and values.flags.c_contiguous):
+        return np.array(values[:, epochs, j])
+    n_models, n_epochs, n = values.shape
+    start, stop, _ = j.indices(n)
+    rows = range(n_epochs)[epochs]
+    out = np.empty((n_models, len(rows), max(stop - start, 0)), values.dtype)
+    size = out.shape[2] * values.itemsize
+    with open(values.filename, "rb", buffering=0) as f:
+        for m in range(n_models):
+            for k, e in enumerate(rows):
+                f.seek(values.offset + ((m * n_epochs + e) * n + start) * values.itemsize)
+                if f.readinto(memoryview(out[m, k]).cast("B")) != size:
+                    raise OSError(f"{values.filename} ended early: the record was cut short; train it again")
+    return out
 
 
 def column_names(record):
@@ -226,40 +240,87 @@ def column_names(record):
 def median_learning_epoch(learning_epochs, epochs):
     """The median over the models of ``metrics.learning_epoch`` (n_models, n_examples), a model
     that has not learned the example by the last recorded epoch (NaN there, or inf as
-    ``per_model`` keeps it) counting as later than every recorded epoch: inf where most models have not, so the examples the collection
-    does not learn rank last instead of dropping out.  From per-epoch counts instead of a sort
-    (100 models x 1.3M examples: a sort per example was most of scores_table's time).
+    ``per_model`` keeps it) counting as later than every recorded epoch: inf where most models
+    have not, so the examples the collection does not learn rank last instead of dropping out.
 
     Example:
         >>> le = np.array([[1.0, np.nan, 4.0], [2.0, np.nan, np.nan], [4.0, np.nan, np.nan]])
         >>> median_learning_epoch(le, [1, 2, 4]).tolist()
         [2.0, inf, inf]
     """
-    ep = np.append(np.asarray(epochs, dtype=np.float64), np.inf)
-    le = np.asarray(learning_epochs)
-    counts = np.stack([(le == e).sum(0) for e in ep[:-1]] + [(~np.isfinite(le)).sum(0)])  # (n_epochs + 1, n)
-    k = le.shape[0]
+    return _median_of_levels(learning_epochs, epochs)
+
+
+def _median_of_levels(values, levels):
+    """np.median over axis 0 of values (n_models, n) that take only the given finite levels, or
+    inf or NaN (both counted as above every level): from per-level counts instead of a sort
+    (100 models x 1.3M examples: a sort per example was most of scores_table's time)."""
+    lv = np.append(np.asarray(levels, dtype=np.float64), np.inf)
+    v = np.asarray(values)
+    counts = np.stack([(v == x).sum(0) for x in lv[:-1]] + [(~np.isfinite(v)).sum(0)])  # (n_levels + 1, n)
+    k = v.shape[0]
     cum = counts.cumsum(0)
     lo = (cum <= (k - 1) // 2).sum(0)
     hi = (cum <= k // 2).sum(0)
-    return (ep[lo] + ep[hi]) / 2
+    return (lv[lo] + lv[hi]) / 2
+
+
+def _mean_std(values, std=True):
+    """The mean and population standard deviation (as np.std) over axis 1 of values (n_models,
+    n_epochs, n) float16, in float32 (std None unless asked), one epoch at a time: np.std over
+    the middle axis of 100 models x 7 epochs x 65536 took 0.34 s, these loops 0.1 s."""
+    n_epochs = values.shape[1]
+    # each epoch converted into one reused buffer: a fresh array per epoch page-faults its
+    # memory in anew (2x slower here), a float16 operand inside a float32 ufunc is cast in
+    # small buffers (3x)
+    buf = np.empty((values.shape[0], values.shape[2]), np.float32)
+    total = np.zeros_like(buf)
+    for e in range(n_epochs):
+        np.copyto(buf, values[:, e])
+        total += buf
+    total /= n_epochs
+    mean = total
+    if not std:
+        return mean, None
+    total = np.zeros_like(buf)
+    for e in range(n_epochs):
+        np.copyto(buf, values[:, e])
+        buf -= mean
+        buf *= buf
+        total += buf
+    total /= n_epochs
+    return mean, np.sqrt(total, out=total)
 
 
 def _per_model_block(preds, labels, epochs, have, early, names):
-    """``per_model`` on arrays: predictions (n_models, n_epochs, n) and the usable outputs of
-    the same n examples."""
+    """``per_model`` on arrays: predictions (n_models, n_epochs, n) and the outputs of the same n
+    examples as stored (float16), each score computed in float32; early: EL2N's epoch's index
+    in have["error_norm"], and the margin reads the last of have["other_probability"].  A probability-based score
+    that reads an unrecorded entry (NaN: a run resumed from a checkpoint of an earlier version,
+    which did not keep that output) is left out."""
     from . import metrics as M
-    le = M.learning_epoch(preds, labels, epochs)
-    right = preds == labels
-    out = {"accessibility": right.mean(1), "forgetting events (median)": _forgetting_per_model(preds, labels, right),
-           "learning epoch (median)": np.where(np.isnan(le), np.inf, le)}
-    f32 = lambda k: have[k].astype(np.float32)
-    make = {"confidence": lambda: have["probability"].mean(1, dtype=np.float32),
-            "variability": lambda: f32("probability").std(1),
-            "margin": lambda: have["probability"][:, -1].astype(np.float32) - have["other_probability"][:, -1],
+    right = preds == labels.astype(preds.dtype, copy=False)
+    hits = np.zeros((right.shape[0], right.shape[2]), np.int32)
+    for e in range(right.shape[1]):  # a sum over the middle axis in one call is 2x slower
+        hits += right[:, e]
+    out = {"accessibility": hits / right.shape[1],
+           "forgetting events (median)": _forgetting_per_model(preds, labels, right, hits),
+           "learning epoch (median)": M._learning_epoch(right, epochs, never=np.inf)}
+    del right
+
+    make = {"margin": lambda: have["probability"][:, -1].astype(np.float32) - have["other_probability"][:, -1],
             "EL2N": lambda: have["error_norm"][:, early].astype(np.float32),
-            "area under the margin": lambda: have["logit_margin"].mean(1, dtype=np.float32)}
-    out.update({names[name]: make[name]() for name, needs in NEEDS.items() if all(k in have for k in needs)})
+            "area under the margin": lambda: _mean_std(have["logit_margin"], std=False)[0]}
+    if "probability" in have:
+        out["confidence"], out["variability"] = _mean_std(have["probability"])
+    for name, needs in NEEDS.items():
+        if name in make and all(k in have for k in needs):
+            out[name] = make[name]()
+    for name in NEEDS:
+        if name in out:
+            value = out.pop(name)
+            if not np.isnan(value).any():
+                out[names[name]] = value
     return out
 
 
@@ -272,7 +333,7 @@ def per_model(record, split):
     score needs.  A probability-based score is there where the record keeps what it needs
     (``NEEDS``), in float32 (the record keeps float16)."""
     return _per_model_block(record.predictions[split], record.labels[split], record.epochs,
-                            _usable_outputs(record, split), early_epoch_index(record.epochs), column_names(record))
+                            record.outputs.get(split, {}), early_epoch_index(record.epochs), column_names(record))
 
 
 # how the collection's value of a score comes from its models' (per_model): the mean, except
@@ -320,20 +381,28 @@ def scores_table(record, split):
     preds, labels = record.predictions[split], record.labels[split]
     index = dataset_index(record, split)
     names = record.meta.get("classes") or [str(c) for c in range(record.n_classes)]
-    have, early, cols_of = _usable_outputs(record, split), early_epoch_index(record.epochs), column_names(record)
+    have, early, cols_of = record.outputs.get(split, {}), early_epoch_index(record.epochs), column_names(record)
     # in blocks of examples: the per-model arrays of a large record (100 models x 1.3M examples,
     # float32: 530 MB a score) are reduced to their means block by block
+    n_epochs = len(record.epochs)
+    reads = {"other_probability": slice(n_epochs - 1, n_epochs), "error_norm": slice(early, early + 1)}
     blocks = []
     for i in range(0, len(labels), CHUNK):
         j = slice(i, i + CHUNK)
         p, y = preds[..., j], labels[j]
-        each = _per_model_block(p, y, record.epochs, {k: v[..., j] for k, v in have.items()}, early, cols_of)
+        # of the outputs the margin and EL2N read one epoch each: only that epoch is read
+        each = _per_model_block(p, y, record.epochs, {k: _block(v, j, reads.get(k, slice(None))) for k, v in have.items()},
+                                0, cols_of)
         le = each.pop("learning epoch (median)")
-        block = {k: (np.median(v, 0) if AGGREGATE.get(k) == "median" else v.mean(0)) for k, v in each.items()}
+        forgot = each.pop("forgetting events (median)")
+        block = {k: v.mean(0, dtype=np.float64) for k, v in each.items()}
         block["learning epoch (median)"] = median_learning_epoch(le, record.epochs)
         block["not learned by the end (share of models)"] = np.isinf(le).mean(0)
-        block["never right (share of models)"] = np.isinf(each["forgetting events (median)"]).mean(0)
+        block["forgetting events (median)"] = _median_of_levels(forgot, range(len(record.epochs)))
+        block["never right (share of models)"] = np.isinf(forgot).mean(0)
         blocks.append(block)
+    # a probability-based score left out of one block (an unrecorded entry there) is left out
+    blocks = [{k: b[k] for k in blocks[0] if all(k in c for c in blocks)} for b in blocks]
     pm = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     cols = {"label": labels, "class": np.asarray(names, dtype=object)[labels], "accessibility": pm["accessibility"],
             "learning epoch (median)": pm["learning epoch (median)"],

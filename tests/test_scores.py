@@ -229,3 +229,55 @@ def test_median_learning_epoch_equals_numpys_median_with_unlearned_as_inf():
         le = rng.choice(np.r_[ep, np.nan], size=(n_models, 500), p=np.r_[np.full(8, 0.1), 0.2])
         want = np.median(np.where(np.isnan(le), np.inf, le), axis=0)
         np.testing.assert_array_equal(SC.median_learning_epoch(le, ep), want)
+
+
+def test_a_large_records_outputs_are_stored_mapped_and_scored_block_by_block(tmp_path, monkeypatch):
+    import zipfile
+
+    import pandas as pd
+
+    from agreebook import record as R
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 4, 300)
+    z = rng.normal(size=(5, 3, 300, 4)) + 2 * np.eye(4)[y]
+    rec = R.Record.from_arrays(labels={"test": y}, epochs=[1, 2, 4], logits={"test": z})
+    rec.save(tmp_path / "a")
+    rec.save(tmp_path / "b")  # the same arrays give the same bytes (members dated 1980)
+    assert (tmp_path / "a/record.npz").read_bytes() == (tmp_path / "b/record.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a/record.npz") as f:
+        kinds = {i.filename: i.compress_type for i in f.infolist()}
+    assert kinds["test_logit_margins.npy"] == zipfile.ZIP_STORED and kinds["test_predictions.npy"] == zipfile.ZIP_DEFLATED
+    in_memory = R.Record.load(tmp_path / "a")
+    assert not any(isinstance(v, np.memmap) for v in in_memory.outputs["test"].values())  # below MAP_BYTES
+    monkeypatch.setattr(R, "MAP_BYTES", 1)
+    monkeypatch.setattr(SC, "CHUNK", 64)  # five blocks, the last one short
+    mapped = R.Record.load(tmp_path / "a")
+    assert all(isinstance(v, np.memmap) for v in mapped.outputs["test"].values())
+    for k, v in rec.outputs["test"].items():
+        np.testing.assert_array_equal(mapped.outputs["test"][k], v)
+    monkeypatch.setattr(SC, "CHUNK", 1 << 16)
+    whole = SC.scores_table(in_memory, "test")
+    monkeypatch.setattr(SC, "CHUNK", 64)
+    pd.testing.assert_frame_equal(SC.scores_table(mapped, "test"), whole)
+    rec.save(tmp_path / "c")  # every array of MAP_BYTES or more is stored, and mapped: here all
+    both = R.Record.load(tmp_path / "c")
+    assert isinstance(both.predictions["test"], np.memmap)
+    np.testing.assert_array_equal(both.predictions["test"], rec.predictions["test"])
+    pd.testing.assert_frame_equal(SC.scores_table(both, "test"), whole)
+    # the float32 loops equal NumPy's float64 mean and std to float32 precision
+    q = rec.outputs["test"]["probability"].astype(np.float64)
+    np.testing.assert_allclose(whole["confidence"], q.mean(1).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(whole["variability"], q.std(1).mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_a_score_that_reads_an_unrecorded_output_is_left_out_with_the_reason():
+    from agreebook.record import Record
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 3, 100)
+    rec = Record.from_arrays(labels={"test": y}, epochs=[1, 2, 3], logits={"test": rng.normal(size=(4, 3, 100, 3))})
+    rec.outputs["test"]["logit_margin"][1, 0, 77] = np.nan  # a member resumed across a version that lacked it
+    t = SC.scores_table(rec, "test")
+    assert "area under the margin" not in t and "confidence" in t
+    assert t.attrs["missing"].startswith("area under the margin: this record keeps only some")
+    rec.outputs["test"]["other_probability"][1, 0, 5] = np.nan  # not the epoch the margin reads: kept
+    assert "margin (epoch 3)" in SC.scores_table(rec, "test")
