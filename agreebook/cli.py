@@ -73,6 +73,9 @@ def _parser():
     t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="bf16: the forward pass in bf16 on fp32 weights, the loss in fp32 "
                         "(auto: bf16 on CUDA, fp32 on a CPU)")
+    t.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: this process or worker processes; ray: Ray tasks (pip install -e '.[cluster]')")
+    t.add_argument("--ray-address", help="a Ray cluster's address (default: start a local Ray instance)")
     t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                    help="save a member's state after an epoch once this long has passed (0: every epoch)")
     r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")
@@ -133,7 +136,8 @@ def _train(args):
         **({"save_probabilities": True} if args.save_probabilities else {}), **overrides}))
     rt = Runtime(device=args.device, workers=args.workers, data_root=args.data_root,
                  download=not args.no_download, checkpoint_every_s=args.checkpoint_every,
-                 engine=args.engine, stack=args.stack, precision=args.precision)
+                 engine=args.engine, stack=args.stack, precision=args.precision, executor=args.executor,
+                 ray_address=args.ray_address)
     rec = train_collection(cfg, args.out, rt)
     print(f"wrote {args.out}/record.npz: {rec}")
     print(f"next: python -m agreebook report {args.out}")

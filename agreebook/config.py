@@ -1,8 +1,9 @@
-"""Every hyperparameter of a collection, in one place.
+"""Every hyperparameter of a collection, in one place, and how to run it.
 
 A ``TrainConfig`` is what identifies a record: two runs with equal resolved configs produce
 the same record.  ``None`` means "the architecture's paper default" (models.ARCHS).
-Overrides are plain keyword values, type-checked; unknown keys are errors.
+Overrides are plain keyword values, type-checked; unknown keys are errors.  A ``Runtime`` says
+where and how to run (device, engine, executor, workers), none of which changes a CPU record.
 """
 from __future__ import annotations
 
@@ -20,9 +21,35 @@ PROTOCOLS = ("trajectory", "retrain")
 CURRICULA = ("easy", "hard", "random")
 CURRICULUM_START, CURRICULUM_RAMP = 0.2, 4  # defaults: a fifth of the set, all of it by epoch 4
 
+# Every random stream a record depends on, from the config's two seeds.  Changing any of these
+# changes every record trained after it: the committed book's records were trained with them.
+# data_seed + offset: the draws of prepare.prepare_dataset (train_size uses data_seed itself)
+DATA_SEEDS = {"test_subset": 1, "random_labels": 2, "partitions": 3, "ood": 4, "heldout": 5}
+# a member's seed is SeedSequence([seed, member(, extent + 1)]) (member.member_seed): init and
+# dropout draw from it; its data order and its curriculum's tie-breaks from it XOR these
+ORDER_SALT, CURRICULUM_SALT = 0x5EED, 0xC0DE
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot be run."""
+
+
+@dataclass
+class Runtime:
+    """How to run, not what: none of this changes a CPU record (thread counts are logged)."""
+    device: str = "auto"  # "cpu", "cuda", "cuda:N", or "auto"
+    workers: int | None = None  # CPU worker processes; default min(jobs, cores)
+    data_root: str | None = None
+    download: bool = True
+    progress: bool = True
+    checkpoint_every_s: float = 10.0  # 0 saves after every epoch
+    engine: str = "auto"  # "loop", "stacked" (members together under vmap), or "auto"
+    stack: int | None = None  # members per stacked group; default: what fits in GPU memory
+    precision: str = "auto"  # "fp32", "bf16" (fp32 weights, bf16 forward), or "auto": bf16 on CUDA only
+    # where jobs run: "local" (in this process, or worker processes on a CPU) or "ray" (Ray tasks
+    # on a local instance, or on the cluster at ray_address; pip install -e '.[cluster]')
+    executor: str = "local"
+    ray_address: str | None = None
 
 
 def fits(arch, dataset):

@@ -962,7 +962,7 @@ def _rebuilt(record, data_root=None, **changes):
     without changes it is checked against the record's data fingerprint."""
     from .config import TrainConfig
     from .record import RecordError
-    from .train import prepare_dataset
+    from .prepare import prepare_dataset
     cfg = record.meta.get("config")
     if not cfg:
         raise RecordError("this record has no training configuration (built from arrays?): "

@@ -32,7 +32,7 @@ class FastELU(nn.Module):
     """ELU (alpha 1) that is fast on a CPU: torch's CPU kernel evaluates expm1, which measured
     4x the time of exp and made ELU 22% of a small st-VGG training step on this machine.
     exp(x) - 1 differs from expm1 by at most ~6e-8 (absolute) near 0.  On other devices it is
-    torch's own ``F.elu``.  An eager autograd Function: ``stacked.plain_copy`` swaps it for
+    torch's own ``F.elu``.  An eager autograd Function: ``engines.stacked.plain_copy`` swaps it for
     ``nn.ELU`` before torch.func transforms."""
 
     def forward(self, x):
@@ -63,7 +63,7 @@ class FastDropout(nn.Dropout):
     1/65536; exact for 0.25 and 0.5): on this CPU ``bernoulli_`` took 8 ms of a 9.6 ms dropout
     over 100x32x16x16 activations, the bits 1.2 ms.  Seeded by torch's global generator like
     ``nn.Dropout``.  On other devices and for non-dense tensors it is ``nn.Dropout``; under
-    torch.func transforms, ``stacked.plain_copy`` swaps it for one."""
+    torch.func transforms, ``engines.stacked.plain_copy`` swaps it for one."""
 
     def forward(self, x):
         dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)

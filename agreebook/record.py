@@ -17,12 +17,9 @@ import numpy as np
 
 from . import metrics
 from .io import atomic_savez, atomic_write_json, npz_stored_arrays
+from .outputs import OUTPUT_KEYS, outputs_from_logits, outputs_from_probabilities
 
 SPLITS = ("train", "test", "heldout")  # labelled; "heldout": training-set examples never trained on
-# per-entry outputs -> their arrays' names in record.npz ("<split>_<name>"); "probabilities"
-# is the true-class probability, the name records have always used
-OUTPUT_KEYS = {"probability": "probabilities", "other_probability": "other_probabilities",
-               "error_norm": "error_norms", "logit_margin": "logit_margins"}
 # arrays at least this large are stored uncompressed by Record.save and mapped by Record.load,
 # not read: a mapping holds the file open, which small records need not
 MAP_BYTES = 256 << 20
@@ -124,7 +121,6 @@ class Record:
             >>> rec.predictions["test"].shape, sorted(rec.outputs["test"])
             ((3, 2, 5), ['error_norm', 'logit_margin', 'other_probability', 'probability'])
         """
-        from .scores import outputs_from_logits, outputs_from_probabilities
         predictions = {s: _numpy(p) for s, p in (predictions or {}).items()}
         labels = {s: _numpy(y) for s, y in (labels or {}).items()}
         outputs, true_prob = {}, {}

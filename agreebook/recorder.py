@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_savez, atomic_write_json, remove_stale_temporaries
-from .record import OOD_PREFIX, OUTPUT_KEYS, SPLITS, Record, RecordError, _numpy
+from .outputs import OUTPUT_KEYS
+from .record import OOD_PREFIX, SPLITS, Record, RecordError, _numpy
 
 
 class Recorder:

@@ -5,7 +5,7 @@ share of the jobs left, so a resumed run neither retrains finished jobs nor idle
 """
 import sys
 
-from .train import worker_main
+from .executors import worker_main
 
 if __name__ == "__main__":
     out, names, threads, root, download, ckpt_s, precision = sys.argv[1:8]

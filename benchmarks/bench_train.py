@@ -24,7 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agreebook.config import TrainConfig
 from agreebook.models import build_model
-from agreebook.train import Runtime, _Data, prepare_dataset, train_collection
+from agreebook.prepare import TrainingData, prepare_dataset
+from agreebook.train import Runtime, train_collection
 
 
 def matmul_ceiling(n=2048, reps=20):
@@ -55,7 +56,7 @@ def work_flops(arch, data, n_train, n_eval, batch=100):
 def kernel_steps(repeats=15, steps=5):
     """Median seconds of one small st-VGG training step (batch 100, 32x32, one thread,
     channels_last) with torch's ELU and dropout, and with the package's."""
-    from agreebook.stacked import plain_copy  # the same net with torch's nn.ELU and nn.Dropout
+    from agreebook.engines.stacked import plain_copy  # the same net with torch's nn.ELU and nn.Dropout
     torch.set_num_threads(1)
     x = torch.randn(100, 32, 32, 3).permute(0, 3, 1, 2)
     y = torch.randint(0, 10, (100,))
@@ -139,7 +140,7 @@ def main():
         cfg = TrainConfig(dataset="cifar10", arch=arch, epochs=(1,), train_size=a.train_size,
                           test_size=a.test_size).resolved()
         ds = prepare_dataset(cfg, a.data_root)
-        data = _Data(ds, arch, "cpu")
+        data = TrainingData(ds, arch, "cpu")
         per_member = work_flops(arch, data, a.train_size, a.train_size + a.test_size)
         for n in a.n:
             loops, trainers, ceilings = [], [], []

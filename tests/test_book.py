@@ -13,7 +13,7 @@ from agreebook import book, experiments as X, metrics as M
 from agreebook.config import ConfigError, TrainConfig
 from agreebook.data import out_of_sample, load_dataset
 from agreebook.record import Record
-from agreebook.train import prepare_dataset
+from agreebook.prepare import prepare_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 

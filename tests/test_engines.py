@@ -7,8 +7,11 @@ from torch import nn
 
 from agreebook.config import ConfigError, TrainConfig
 from agreebook.models import FastDropout, FastELU, build_model, dropout_rates
-from agreebook.stacked import member_optimizer_state, plain_copy, stack_optimizer_states, train_group
-from agreebook.train import Runtime, _Data, _train_member, make_jobs, prepare_dataset, train_collection
+from agreebook.engines.loop import train_member
+from agreebook.engines.stacked import member_optimizer_state, plain_copy, stack_optimizer_states, train_group
+from agreebook.member import Checkpoint, make_jobs
+from agreebook.prepare import TrainingData, prepare_dataset
+from agreebook.train import Runtime, train_collection
 
 LOOP = Runtime(workers=1, progress=False, engine="loop")
 STACKED = Runtime(progress=False, engine="stacked")
@@ -115,11 +118,11 @@ def test_stacked_engine_learns_with_dropout_and_is_reproducible(tmp_path):
 
 def _group(tmp_path, cfg, name):
     cfg = cfg.validate().resolved()
-    data = _Data(prepare_dataset(cfg), cfg.arch, "cpu")
+    data = TrainingData(prepare_dataset(cfg), cfg.arch, "cpu")
     jobs = make_jobs(cfg)
     folder = tmp_path / name
     folder.mkdir()
-    return cfg, data, jobs, [folder / f"{j.name}.pt" for j in jobs]
+    return cfg, data, jobs, [Checkpoint(folder / f"{j.name}.pt") for j in jobs]
 
 
 def _interrupt_after(n_ticks):
@@ -141,9 +144,9 @@ def test_stacked_group_resumes_to_the_same_predictions_and_the_loop_reads_its_ch
     _, _, _, paths2 = _group(tmp_path, cfg, "killed")
     with pytest.raises(KeyboardInterrupt):  # after epoch 2, checkpoints written
         train_group(jobs, cfg, data, paths2, "cpu", on_epoch=_interrupt_after(2 * len(jobs)))
-    assert torch.load(paths2[0], weights_only=False)["epoch"] == 2
+    assert torch.load(paths2[0].path, weights_only=False)["epoch"] == 2
     resumed = train_group(jobs, cfg, data, paths2, "cpu")
-    assert set(torch.load(paths2[0], weights_only=False)) == {"epoch", "out"}  # finished: predictions only
+    assert set(torch.load(paths2[0].path, weights_only=False)) == {"epoch", "out"}  # finished: predictions only
     for w, r in zip(whole, resumed):
         for s in w:
             assert w[s].keys() == r[s].keys()
@@ -153,7 +156,7 @@ def test_stacked_group_resumes_to_the_same_predictions_and_the_loop_reads_its_ch
     _, _, _, paths3 = _group(tmp_path, cfg, "mixed")
     with pytest.raises(KeyboardInterrupt):
         train_group(jobs, cfg, data, paths3, "cpu", on_epoch=_interrupt_after(2 * len(jobs)))
-    out = _train_member(jobs[0], cfg, data, paths3[0], "cpu")
+    out = train_member(jobs[0], cfg, data, paths3[0], "cpu")
     np.testing.assert_array_equal(out["test"]["pred"][:2], whole[0]["test"]["pred"][:2])
     assert (out["test"]["pred"][2] == whole[0]["test"]["pred"][2]).mean() > 0.7  # dropout masks differ
 
@@ -166,7 +169,7 @@ def test_stacked_engine_takes_batch_norm_nets(tmp_path):
     cfg, data, jobs, paths = _group(tmp_path, cfg.replace(epochs=(1, 2)), "bn")
     with pytest.raises(KeyboardInterrupt):  # after epoch 1 of 2: checkpoints with weights and statistics
         train_group(jobs, cfg, data, paths, "cpu", on_epoch=_interrupt_after(len(jobs)))
-    ck = [torch.load(p, weights_only=False)["model"] for p in paths]
+    ck = [torch.load(p.path, weights_only=False)["model"] for p in paths]
     assert not torch.equal(ck[0]["bn1.running_mean"], ck[1]["bn1.running_mean"])  # each its own statistics
     assert int(ck[0]["bn1.num_batches_tracked"]) == 2
     # bf16: batch norm runs in fp32 beside its fp32 statistics (a bf16 weight was refused)
@@ -211,7 +214,7 @@ def test_engine_and_precision_are_checked(tmp_path, offline_root):
 
 def test_a_stacked_group_shares_one_eval_batch(tmp_path, monkeypatch):
     # M members each at the loop's eval batch would hold M times its activations on a GPU
-    import agreebook.stacked as st
+    import agreebook.engines.stacked as st
     seen, real = [], st._predict
     monkeypatch.setattr(st, "_predict", lambda *a: seen.append(a[6]) or real(*a))
     cfg, data, jobs, paths = _group(tmp_path, TrainConfig(**{**SMALL, "epochs": (1,)}), "eval")

@@ -5,7 +5,8 @@ import pytest
 from agreebook import experiments as X, metrics as M, plots
 from agreebook.config import TrainConfig
 from agreebook.record import Record, RecordError
-from agreebook.train import prepare_dataset, train_collection, Runtime
+from agreebook.prepare import prepare_dataset
+from agreebook.train import Runtime, train_collection
 
 
 def _record(preds, labels, epochs=(1, 2, 3), classes=None):
@@ -159,7 +160,8 @@ def test_half_split_correlation_of_identical_halves_is_one():
 
 
 def test_member_model_reproduces_the_collection_member_and_is_kept(tmp_path):
-    from agreebook.train import member_model, penultimate_features
+    from agreebook.member import penultimate_features
+    from agreebook.train import member_model
     cfg = TrainConfig(dataset="digits", arch="fc", n_models=2, epochs=(1, 2), train_size=200, test_size=80)
     rec = train_collection(cfg, tmp_path, Runtime(progress=False))
     model, data = member_model(cfg, tmp_path, member=1)

@@ -7,7 +7,8 @@ from agreebook import book
 from agreebook.config import ConfigError, TrainConfig
 from agreebook.data import DatasetError, load_dataset, out_of_sample, tokenize
 from agreebook.models import build_model
-from agreebook.train import Runtime, load_vectors, train_collection
+from agreebook.prepare import load_vectors
+from agreebook.train import Runtime, train_collection
 
 
 def test_tokenize_keeps_language_names():

@@ -8,7 +8,7 @@ sums the members' mean losses, so each member's gradient is exactly its own; the
 the trainer uses are elementwise, so one optimiser over the stacked parameters steps every
 member as its own would.
 
-What is the same as the one-at-a-time ``loop`` engine (``train._train_member``): the seeds of
+What is the same as the one-at-a-time ``loop`` engine (``engines.loop.train_member``): the seeds of
 init and of data order, the schedule, eval on the full splits after each recorded epoch, and
 the checkpoint format: a group writes one checkpoint per member, so a run killed under one
 engine resumes under either.  What differs: dropout masks (drawn for the stack, not per
@@ -21,16 +21,14 @@ from __future__ import annotations
 import copy
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .io import atomic_torch_save
-from .models import FastDropout, FastELU
-from .train import (OUTPUT_NAMES, _fresh_model, _optimizer, _rng_state, _set_rng_state, empty_outputs,
-                    entry_outputs, eval_batch, finished_checkpoint, learning_rate, upgrade_outputs)
+from .. import member as J
+from ..member import OUTPUT_NAMES, Checkpoint, entry_outputs, eval_batch
+from ..models import FastDropout, FastELU
 
 
 def plain_copy(model):
@@ -78,32 +76,33 @@ def _fp32_norms(base):
     return names
 
 
-def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_epoch=lambda: None,
+def train_group(jobs, cfg, data, checkpoints, device, checkpoint_every_s=0.0, on_epoch=lambda: None,
                 precision="fp32"):
-    """Train ``jobs`` (same length and recorded epochs, and all at the same checkpointed epoch)
-    together; returns each job's predictions, as ``train._train_member`` does.  ``precision``
+    """Train ``jobs`` (same length and recorded epochs, and all at the same checkpointed epoch;
+    ``checkpoints``: their ``Checkpoint``s) together; returns each job's predictions, as
+    ``loop.train_member`` does.  ``precision``
     "bf16" runs the forward pass on bf16 copies of the fp32 weights (the loss in fp32)."""
     total, record_at = jobs[0].total, jobs[0].record_at
     if any(j.total != total or j.record_at != record_at for j in jobs):
         raise ValueError("a stacked group needs jobs of one length and one set of recorded epochs")
-    models = [_fresh_model(j, cfg, data, device) for j in jobs]
-    orders = [torch.Generator().manual_seed(j.seed ^ 0x5EED) for j in jobs]
+    models = [J.fresh_model(j, cfg, data, device) for j in jobs]
+    orders = [J.data_order(j) for j in jobs]
     n_rec = len(record_at)
-    outs = [{s: empty_outputs(n_rec, len(data.y[s]), cfg.save_probabilities) for s in data.x} for _ in jobs]
-    checkpoints = [torch.load(p, weights_only=False) if p.exists() else None for p in ckpt_paths]
-    start = checkpoints[0]["epoch"] if checkpoints[0] else 0
-    if any((ck["epoch"] if ck else 0) != start for ck in checkpoints):
+    outs = [{s: J.empty_outputs(n_rec, len(data.y[s]), cfg.save_probabilities) for s in data.x} for _ in jobs]
+    loaded = [c.load() for c in checkpoints]
+    start = loaded[0]["epoch"] if loaded[0] else 0
+    if any((ck["epoch"] if ck else 0) != start for ck in loaded):
         raise ValueError("a stacked group needs its members at one checkpointed epoch")
-    for model, order, ck, m in zip(models, orders, checkpoints, range(len(jobs))):
+    for model, order, ck, m in zip(models, orders, loaded, range(len(jobs))):
         if ck:
             model.load_state_dict(ck["model"])
             order.set_state(ck["order"])
-            outs[m] = upgrade_outputs(ck["out"], cfg.save_probabilities)
+            outs[m] = J.upgrade_outputs(ck["out"], cfg.save_probabilities)
     params, buffers = stack_module_state(models)
-    opt = _optimizer(cfg, list(params.values()))
+    opt = J.optimizer(cfg, list(params.values()))
     if start:
-        opt.load_state_dict(stack_optimizer_states([ck["optimizer"] for ck in checkpoints]))
-        _set_rng_state(checkpoints[0], device)
+        opt.load_state_dict(stack_optimizer_states([ck["optimizer"] for ck in loaded]))
+        J.set_rng_state(loaded[0], device)
     base = plain_copy(models[0])
     del models
 
@@ -124,7 +123,7 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
     saved_at = time.perf_counter()
     for epoch in range(start + 1, total + 1):
         for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, epoch)
+            g["lr"] = J.learning_rate(cfg, epoch)
         base.train()
         perms = torch.stack([torch.randperm(n, generator=o) for o in orders]).to(x.device)
         for a in range(0, n, batch):
@@ -151,15 +150,14 @@ def train_group(jobs, cfg, data, ckpt_paths, device, checkpoint_every_s=0.0, on_
                         for k, v in outputs.items():
                             outs[m][s][k][row] = v[m]
         if epoch == total:
-            for m, path in enumerate(ckpt_paths):
-                atomic_torch_save(path, finished_checkpoint(epoch, outs[m]))
+            for m, checkpoint in enumerate(checkpoints):
+                checkpoint.save(epoch, outs[m])
         elif time.perf_counter() - saved_at >= checkpoint_every_s:
-            state, rng = opt.state_dict(), _rng_state(device)
-            for m, path in enumerate(ckpt_paths):
+            state, rng = opt.state_dict(), J.rng_state(device)
+            for m, checkpoint in enumerate(checkpoints):
                 weights = {k: v[m].detach().clone() for k, v in {**params, **buffers}.items()}
-                atomic_torch_save(path, {"epoch": epoch, "model": weights,
-                                         "optimizer": member_optimizer_state(state, m),
-                                         "order": orders[m].get_state(), "out": outs[m], **rng})
+                checkpoint.save(epoch, outs[m], {"model": weights, "optimizer": member_optimizer_state(state, m),
+                                                 "order": orders[m].get_state(), **rng})
             saved_at = time.perf_counter()
         for _ in jobs:
             on_epoch()
@@ -179,3 +177,45 @@ def _predict(eval_fwd, params, buffers, x, y, nchw, batch, outputs=True):
             outs.append(entry_outputs(logits, y[a:a + batch]))
     return torch.cat(preds, 1).numpy(), ({k: torch.cat([o[k] for o in outs], 1).numpy() for k in OUTPUT_NAMES}
                                          if outputs else {})
+
+def stack_size(cfg, data, jobs, device, precision):
+    """Members per stacked group: all of them on a CPU; on a GPU as many as half its free
+    memory holds, from one member's measured training-step peak."""
+    if torch.device(device).type != "cuda" or len(jobs) == 1:
+        return len(jobs)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    model = J.fresh_model(jobs[0], cfg, data, device)
+    opt = J.optimizer(cfg, model.parameters())
+    loss = J.loss(model, data, torch.arange(min(cfg.batch_size, len(data.y["train"])), device=device), device,
+                  precision)
+    loss.backward()
+    opt.step()
+    per_member = torch.cuda.max_memory_allocated(device) - before
+    del model, opt, loss
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(len(jobs), int(0.5 * free / max(per_member, 1))))
+
+
+def run(jobs, cfg, data, ckpt_dir, device, precision, checkpoint_every_s, on_epoch, on_done, stack=None):
+    """Train ``jobs`` in groups of one length, recorded epochs and resume point, each group in
+    stacks of ``stack`` members (default: ``stack_size``); ``on_done(job, predictions)`` as
+    each stack ends.  Returns the largest stack."""
+    checkpoints = {j.name: Checkpoint(ckpt_dir / f"{j.name}.pt") for j in jobs}
+    groups = {}
+    for job in jobs:
+        ck = checkpoints[job.name].load()
+        groups.setdefault((job.total, job.record_at, ck["epoch"] if ck else 0), []).append(job)
+    sizes = []
+    for group in groups.values():
+        size = stack or stack_size(cfg, data, group, device, precision)
+        sizes.append(size)
+        for a in range(0, len(group), size):
+            chunk = group[a:a + size]
+            outs = train_group(chunk, cfg, data, [checkpoints[j.name] for j in chunk], device,
+                               checkpoint_every_s=checkpoint_every_s, on_epoch=on_epoch, precision=precision)
+            for job, res in zip(chunk, outs):
+                on_done(job, res)
+    return max(sizes, default=0)
