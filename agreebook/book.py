@@ -35,69 +35,71 @@ class BookError(ValueError):
 # smoke: every chapter in under a minute on 2 CPU cores (CI).  cpu: what the committed book
 # shows, a few minutes per chapter on 2 cores.  paper: the paper's data sizes and N, for a GPU; it
 # records on the trajectory protocol like the others (Chapter.protocols gives the retrain one).
-PRESET_TYPES = {
-    "dataset": str,  # the chapters' dataset when none is named
-    "arch": str,  # "" = the dataset's architecture at this scale (DATASET_ARCH)
-    "n_models": int,
-    "epochs": tuple,
-    "train_size": (int, type(None)),  # at most this many training examples (stratified)
-    "test_size": (int, type(None)),
-    "sweep_models": int,  # §3.2: N of each robustness-sweep collection
-    "sweep_epochs": tuple,
+@dataclass(frozen=True)
+class Preset:
+    """A scale's sizes for every chapter: plain typed values, checked like TrainConfig's
+    overrides (``config.check_overrides``)."""
+    dataset: str  # the chapters' dataset when none is named
+    arch: str  # "" = the dataset's architecture at this scale (DATASET_ARCH)
+    n_models: int
+    epochs: Tuple[int, ...]
+    train_size: Optional[int]  # at most this many training examples (stratified)
+    test_size: Optional[int]
+    sweep_models: int  # §3.2: N of each robustness-sweep collection
+    sweep_epochs: Tuple[int, ...]
     # §3.3 (Fig 24): the training set cut into parts of partition_size, a collection on each of
     # the first partitions_trained, all tested on one test set
-    "partition_dataset": str,  # "" = the chapter's; the paper's Fig 24 is Fashion-MNIST
-    "partition_arch": str,  # "" = the dataset's architecture at this scale
-    "partition_size": int,
-    "partitions_trained": int,
-    "partition_models": int,
-    "partition_epochs": tuple,
-    "partition_test_size": (int, type(None)),
-    "adaboost_learners": int,  # §6: boosting stages
+    partition_dataset: str  # "" = the chapter's; the paper's Fig 24 is Fashion-MNIST
+    partition_arch: str  # "" = the dataset's architecture at this scale
+    partition_size: int
+    partitions_trained: int
+    partition_models: int
+    partition_epochs: Tuple[int, ...]
+    partition_test_size: Optional[int]
+    adaboost_learners: int  # §6: boosting stages
     # §6 compares AdaBoost with a collection on the paper's dataset (CIFAR-10): "" = the chapter's
-    "adaboost_dataset": str,
-    "adaboost_sizes": tuple,  # (train, test) of that collection; None = the preset's train/test_size
-    "adaboost_models": int,
-    "adaboost_epochs": tuple,
+    adaboost_dataset: str
+    adaboost_sizes: Tuple[Optional[int], ...]  # (train, test) of that collection; None = the preset's train/test_size
+    adaboost_models: int
+    adaboost_epochs: Tuple[int, ...]
     # the ridge penalty of each linear weak learner: with a weak penalty the first learner fits the
     # weighted training set so well that boosting has nothing to add on the test set
-    "adaboost_alpha": float,
+    adaboost_alpha: float
     # "image": each channel of each image to mean 0, sd 1 (the paper's Suppl F); "feature": each
     # pixel standardised on the training set
-    "adaboost_normalize": str,
-    "other_archs": tuple,  # §4.1: architectures set against the chapter's on the same data
-    "other_epochs": tuple,  # ... recorded densely: matching accuracies needs many of them
-    "linear_pair": tuple,  # §4.2: (a net, its linear twin)
-    "linear_epochs": tuple,
-    "gaussian_sets": tuple,  # §5.1: the two-Gaussian datasets (mean shifts) run with the fc net
-    "synthetic_sizes": tuple,  # §5.1: (train, test) of the Gaussian sets; None = whole (2500/500 a class)
-    "synthetic_epochs": tuple,  # §5.1: recorded epochs of the Gaussian and Gabor collections
-    "gabor_sizes": tuple,  # §5.1, Suppl C: (train, test) Gabor patches; 1200 = the paper's 100 a class
+    adaboost_normalize: str
+    other_archs: Tuple[str, ...]  # §4.1: architectures set against the chapter's on the same data
+    other_epochs: Tuple[int, ...]  # ... recorded densely: matching accuracies needs many of them
+    linear_pair: Tuple[str, ...]  # §4.2: (a net, its linear twin)
+    linear_epochs: Tuple[int, ...]
+    gaussian_sets: Tuple[str, ...]  # §5.1: the two-Gaussian datasets (mean shifts) run with the fc net
+    synthetic_sizes: Tuple[Optional[int], ...]  # §5.1: (train, test) of the Gaussian sets; None = whole (2500/500 a class)
+    synthetic_epochs: Tuple[int, ...]  # §5.1: recorded epochs of the Gaussian and Gabor collections
+    gabor_sizes: Tuple[Optional[int], ...]  # §5.1, Suppl C: (train, test) Gabor patches; 1200 = the paper's 100 a class
     # 12 steps an epoch at 1200 images, so longer than the fc net needs (a 2000-image run
     # reached the 75% ceiling by epoch 8)
-    "gabor_epochs": tuple,
-    "random_label_models": int,  # §5.2: N of the random-label collection
-    "random_label_epochs": tuple,  # §5.2: long enough to memorise the training set
+    gabor_epochs: Tuple[int, ...]
+    random_label_models: int  # §5.2: N of the random-label collection
+    random_label_epochs: Tuple[int, ...]  # §5.2: long enough to memorise the training set
     # Suppl D: the paper trains a fresh set of N networks for every recorded extent; the book
     # follows one run per network (trajectory).  A retrain collection of the main
     # configuration at these epochs shows how the two compare
-    "protocol_models": int,
-    "protocol_epochs": tuple,
+    protocol_models: int
+    protocol_epochs: Tuple[int, ...]
     # §7: collections trained with a curriculum by the main collection's accessibility, its
     # reverse, a random order under the same pacing, and plain shuffling, each with seeds of its
     # own (config.CURRICULA; curriculum_start and curriculum_ramp are the pacing)
-    "curriculum_models": int,
-    "curriculum_epochs": tuple,
-    "curriculum_start": float,
-    "curriculum_ramp": int,
+    curriculum_models: int
+    curriculum_epochs: Tuple[int, ...]
+    curriculum_start: float
+    curriculum_ramp: int
     # chapter 8: a collection that keeps what the probability-based scores need
     # (save_probabilities), trained on a subset of the training set and predicted on the test set
     # and on training images it never trains on ("heldout", what a C-score is about)
-    "scores_dataset": str,  # "" = the chapter's; cifar10 has C-scores and CIFAR-10H
-    "scores_sizes": tuple,  # (train, test, heldout); test None = the whole test set
-    "scores_models": int,
-    "scores_epochs": tuple,
-}
+    scores_dataset: str  # "" = the chapter's; cifar10 has C-scores and CIFAR-10H
+    scores_sizes: Tuple[Optional[int], ...]  # (train, test, heldout); test None = the whole test set
+    scores_models: int
+    scores_epochs: Tuple[int, ...]
 
 SCALES = {
     "smoke": dict(dataset="digits", arch="", n_models=3, epochs=(1, 2, 4), train_size=300, test_size=150,
@@ -201,20 +203,15 @@ def other_domain(dataset):
 
 
 def preset(scale, **overrides):
-    """The scale's preset with ``overrides`` applied; unknown keys and wrong types are errors."""
+    """The scale's preset with ``overrides`` applied, as a dict; unknown keys and wrong types are
+    errors (one checker for presets and TrainConfig: ``config.check_overrides``)."""
     if scale not in SCALES:
         raise BookError(f"unknown scale {scale!r}; scales are: {', '.join(SCALES)}")
-    out = dict(SCALES[scale])
-    for key, value in {**out, **overrides}.items():
-        if key not in PRESET_TYPES:
-            raise BookError(f"unknown preset key {key!r}; keys are: {', '.join(PRESET_TYPES)}")
-        t = PRESET_TYPES[key]
-        if isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, t) or isinstance(value, bool):
-            raise BookError(f"preset key {key!r} must be {t}; got {value!r}")
-        out[key] = value
-    return out
+    try:
+        values = check_overrides({**SCALES[scale], **overrides}, Preset, what="preset key")
+    except ConfigError as exc:
+        raise BookError(str(exc)) from None
+    return dataclasses.asdict(Preset(**values))
 
 
 def _epochs(value):
@@ -427,7 +424,7 @@ class Chapter:
 
     def member_model(self, cfg=None, member=0):
         """A trained network of ``cfg`` (default: the main collection), kept in its run folder:
-        (model, the _Data it was trained on).  See train.member_model."""
+        (model, the TrainingData it was trained on).  See train.member_model."""
         from .train import Runtime, member_model
         cfg = cfg or self.main_config()
         try:

@@ -1,7 +1,7 @@
 """Every hyperparameter of a collection, in one place, and how to run it.
 
 A ``TrainConfig`` is what identifies a record: two runs with equal resolved configs produce
-the same record.  ``None`` means "the architecture's paper default" (models.ARCHS).
+the same record.  ``None`` means "the architecture's paper default" (``ARCH_DEFAULTS``).
 Overrides are plain keyword values, type-checked; unknown keys are errors.  A ``Runtime`` says
 where and how to run (device, engine, executor, workers), none of which changes a CPU record.
 """
@@ -20,6 +20,29 @@ OPTIMIZERS = ("sgd", "adam", "adadelta", "rmsprop")
 PROTOCOLS = ("trajectory", "retrain")
 CURRICULA = ("easy", "hard", "random")
 CURRICULUM_START, CURRICULUM_RAMP = 0.2, 4  # defaults: a fifth of the set, all of it by epoch 4
+
+# Each architecture's optimiser and schedule (what TrainConfig's None fields resolve to):
+# the paper's SGD recipe (Suppl B) unless noted; lr is divided by lr_decay every lr_step epochs
+SGD_STEP = {"optimizer": "sgd", "lr": 0.05, "lr_decay": 1.8, "lr_step": 20, "batch_size": 100,
+            "momentum": 0.0, "weight_decay": 0.0}
+TORCHVISION_SGD = {"optimizer": "sgd", "lr": 0.01, "lr_decay": 1.8, "lr_step": 20, "batch_size": 100,
+                   "momentum": 0.9, "weight_decay": 5e-4}
+ARCH_DEFAULTS = {
+    "st_vgg": SGD_STEP, "small_st_vgg": SGD_STEP, "linear_st_vgg": SGD_STEP, "linear_small_st_vgg": SGD_STEP,
+    "mnist_net": {**SGD_STEP, "optimizer": "adadelta", "lr": 1.0, "lr_decay": 1.0},  # the paper's AdaDelta
+    "fc": {**SGD_STEP, "lr": 0.04, "lr_decay": 1.0},
+    "linear": {**SGD_STEP, "lr_decay": 1.0},
+    "bilstm_attention": {**SGD_STEP, "optimizer": "adam", "lr": 0.001, "lr_decay": 1.0},
+    **{n: TORCHVISION_SGD for n in ("vgg19", "resnet18", "resnet50", "alexnet", "densenet121")},
+}
+
+# §3.2's robustness sweep: one change at a time to a collection's resolved config
+SWEEP = {"lr_factors": (0.5, 2.0), "batch_factors": (0.5, 2.0),
+         "optimizers": {"adam": {"optimizer": "adam", "lr": 0.001, "momentum": 0.0},
+                        "sgd": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.0}},
+         "dropouts": (0.0, 0.1),  # 0.1: the small st-VGG's 0.25 / 0.5 become 0.1 / 0.2
+         "activations": ("relu", "tanh", "elu"),  # the first two the architecture does not use
+         "n_activations": 2}
 
 # Every random stream a record depends on, from the config's two seeds.  Changing any of these
 # changes every record trained after it: the committed book's records were trained with them.
@@ -105,8 +128,10 @@ class TrainConfig:
 
     def resolved(self):
         """The config with every architecture default filled in."""
-        arch = get_arch(self.arch)
-        filled = {k: v for k, v in arch.defaults.items() if getattr(self, k) is None}
+        get_arch(self.arch)  # an unknown name: one message listing the known ones
+        if self.arch not in ARCH_DEFAULTS:
+            raise ConfigError(f"{self.arch} has no optimiser defaults in config.ARCH_DEFAULTS; add them there")
+        filled = {k: v for k, v in ARCH_DEFAULTS[self.arch].items() if getattr(self, k) is None}
         return dataclasses.replace(self, **filled)
 
     def validate(self):
@@ -203,14 +228,19 @@ _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 _LATER_FIELDS = ("embeddings", "curriculum", "curriculum_from", "curriculum_start", "curriculum_ramp", "heldout_size")
 
 
-def check_overrides(overrides):
-    """Type-check plain overrides against TrainConfig's fields; unknown keys are errors."""
+def check_overrides(overrides, cls=None, what="setting"):
+    """Type-check plain overrides against the fields of a dataclass (TrainConfig by default; the
+    book's ``Preset``), from their annotations: str, int, float, bool, Optional[...] and
+    Tuple[int | Optional[int] | str, ...]; unknown keys are errors.  Integers may come as digit
+    strings and tuples as "1,2,4" (the command line's form)."""
+    types = _TYPES if cls is None else {f.name: f.type for f in fields(cls)}
     out = {}
     for key, value in overrides.items():
-        if key not in _TYPES:
-            raise ConfigError(f"unknown setting {key!r}; settings are: {', '.join(_TYPES)}")
-        t = _TYPES[key]
-        optional = "Optional" in str(t)
+        if key not in types:
+            raise ConfigError(f"unknown {what} {key!r}; {what}s are: {', '.join(types)}")
+        t = types[key]
+        optional = str(t).startswith("Optional")
+        none_items = "Tuple[Optional" in str(t)  # e.g. sizes, None for "all of it"
         if value is None and optional:
             out[key] = None
             continue
@@ -223,9 +253,11 @@ def check_overrides(overrides):
                 if "" in value:
                     raise ConfigError(f"{key} must be a comma-separated list without empty items; got {text!r}")
             if "int" in base:
-                if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
-                    raise ConfigError(f"{key} must be a list of integers; got {value!r}")
-                out[key] = tuple(int(v) for v in value)
+                if not isinstance(value, (list, tuple)) or not all(_is_int(v) or (none_items and v in (None, "None"))
+                                                                   for v in value):
+                    raise ConfigError(f"{key} must be a list of integers{' (or None)' if none_items else ''}; "
+                                      f"got {value!r}")
+                out[key] = tuple(None if v in (None, "None") else int(v) for v in value)
             else:
                 if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                     raise ConfigError(f"{key} must be a list of names; got {value!r}")

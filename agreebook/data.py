@@ -9,6 +9,7 @@ Lookup order for the torchvision datasets, under a data root (argument, else the
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -169,6 +170,41 @@ def _digits(**_):
     tr, te = np.sort(tr), np.sort(te)
     return Dataset("digits", x[tr], d.target[tr].astype(np.int64), x[te], d.target[te].astype(np.int64),
                    [str(i) for i in range(10)], source="scikit-learn load_digits, fixed 1437/360 split")
+
+
+def _synthetic_cifar_draw(seed):
+    """A stand-in of CIFAR-10's shapes and sizes for machines without the data (the GPU check's
+    throughput and paper-scale smoke): 50000 / 10000 32x32x3 uint8 images of 10 classes, each a
+    class's smooth random colour pattern at a random contrast plus pixel noise.  It times the
+    same as CIFAR-10; it is no stand-in for natural images in any claim about agreement."""
+    rng = np.random.default_rng(seed)
+    templates = rng.normal(size=(10, 4, 4, 3)).repeat(8, 1).repeat(8, 2)  # 10 patterns, 8x8-pixel blocks
+
+    def draw(n):
+        y = np.tile(np.arange(10), n // 10)
+        rng.shuffle(y)
+        x = np.empty((n, 32, 32, 3), np.uint8)
+        for a in range(0, n, 5000):  # in parts: float64 of 50000 images would be 1.2 GB
+            b = slice(a, a + 5000)
+            v = 128 + 40 * rng.uniform(0.3, 1.0, (len(y[b]), 1, 1, 1)) * templates[y[b]]
+            x[b] = np.clip(v + rng.normal(0, 30, v.shape), 0, 255).astype(np.uint8)
+        return x, y.astype(np.int64)
+
+    xtr, ytr = draw(50000)
+    xte, yte = draw(10000)
+    return xtr, ytr, xte, yte
+
+
+@functools.lru_cache(maxsize=1)
+def _synthetic_cifar_arrays(seed):
+    """Generated once a process (12 s); each load gets its own copy (0.1 s)."""
+    return _synthetic_cifar_draw(seed)
+
+
+def _synthetic_cifar(seed=0, **_):
+    xtr, ytr, xte, yte = (a.copy() for a in _synthetic_cifar_arrays(seed))
+    return Dataset("synthetic_cifar", xtr, ytr, xte, yte, [f"pattern {i}" for i in range(10)],
+                   source=f"synthetic CIFAR-shaped patterns, seed {seed} (a timing stand-in, not natural images)")
 
 
 def _select_classes(ds, keep, name, class_names=None):
@@ -341,7 +377,7 @@ def _text(name, root, min_count=2, max_words=20000, **_):
 
 
 def _registry():
-    reg = {"digits": _digits, "gabor": _gabor}
+    reg = {"digits": _digits, "gabor": _gabor, "synthetic_cifar": _synthetic_cifar}
     for name in GAUSSIAN_SHIFTS:
         reg[name] = lambda _n=name, **kw: _gaussian(_n, **kw)
     for name in CIFAR10_SUBSETS:

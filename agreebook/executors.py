@@ -55,18 +55,23 @@ WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD
 
 
 def train_jobs(out, names, threads, data_root, download, checkpoint_every_s, precision="fp32", engine="loop",
-               device="cpu", on_epoch=lambda: None, on_done=lambda job, res: None):
+               device="cpu", on_epoch=lambda: None, on_done=lambda job, res: None, stack=None):
     """Train the jobs of run folder ``out`` named in ``names``, on ``threads`` threads, from
-    the data its ``config.json`` describes: what a worker process and a Ray task run."""
+    the data its ``config.json`` describes (checked against its fingerprint): what a worker
+    process and a Ray task run.  stack: the stacked engine's group size (None: what fits)."""
     import json
     torch.set_num_threads(threads)
-    cfg = TrainConfig.from_dict(json.loads((Path(out) / "config.json").read_text())["config"])
+    ident = json.loads((Path(out) / "config.json").read_text())
+    cfg = TrainConfig.from_dict(ident["config"])
     ds = prepare_dataset(cfg, data_root, download)
+    if ds.fingerprint() != ident["data_fingerprint"]:  # another copy of the data on this node
+        raise WorkerError(f"the data this process loaded from {data_root or 'its default data folder'} differs from "
+                          f"the run's (data fingerprint): give every node the same copy of {cfg.dataset}")
     ds.curriculum = curriculum_scores(cfg, out, ds)
     data = TrainingData(ds, cfg.arch, device, cfg.embeddings)
     jobs = [j for j in make_jobs(cfg) if j.name in set(names)]
     engines.run(engine, jobs, cfg, data, Path(out) / "checkpoints", device, precision, checkpoint_every_s,
-                on_epoch, on_done, stack=len(jobs))
+                on_epoch, on_done, stack=stack)
 
 
 def worker_main(out, names, threads, data_root, download, checkpoint_every_s, precision="fp32"):
@@ -116,11 +121,8 @@ def run_workers(jobs, out, workers, threads, rt, absorb, bar, precision="fp32", 
                     if word[:1] == ["epoch"]:
                         bar.update(1)
                     elif word[:1] == ["done"] and word[1] in by_name:
-                        ck = Checkpoint(out / "checkpoints" / f"{word[1]}.pt").load()
-                        if ck is None:
-                            raise WorkerError(f"job {word[1]} ended, but its checkpoint is gone or damaged; run "
-                                              "the same command again to train it anew")
-                        absorb(by_name[word[1]], ck["out"])
+                        job = by_name[word[1]]
+                        absorb(job, Checkpoint(out / "checkpoints" / f"{job.name}.pt").finished_outputs(job))
                         absorbed.add(word[1])
         except BaseException as exc:  # a full disk in absorb's write, a damaged file: stop, report
             failures.append(exc)
@@ -173,14 +175,11 @@ def _import_ray():
     return ray
 
 
-def _ray_task(out, names, threads, data_root, download, checkpoint_every_s, precision, engine, device):
+def _ray_task(out, names, threads, data_root, download, checkpoint_every_s, precision, engine, device, stack):
     """Train the named jobs; returns where they ran and the epoch each resumed from (0: fresh)."""
     import ray
-    start = {}
-    for name in names:
-        ck = Checkpoint(Path(out) / "checkpoints" / f"{name}.pt").load()
-        start[name] = ck["epoch"] if ck is not None else 0
-    train_jobs(out, names, threads, data_root, download, checkpoint_every_s, precision, engine, device)
+    start = {name: Checkpoint(Path(out) / "checkpoints" / f"{name}.pt").epoch() for name in names}
+    train_jobs(out, names, threads, data_root, download, checkpoint_every_s, precision, engine, device, stack=stack)
     return {"node": ray.get_runtime_context().get_node_id(), "resumed_from": start}
 
 
@@ -204,7 +203,11 @@ def check_shared_folder(ray, out):
         sees = ray.remote(_sees)
         refs = [sees.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(str(probe), token) for n in nodes]
-        seen = ray.get(refs, timeout=300)
+        try:
+            seen = ray.get(refs, timeout=300)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError("the Ray cluster did not run a one-line task on every node within 300 s: check that "
+                              "its nodes are up (ray status)") from None
     finally:
         probe.unlink(missing_ok=True)
     blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
@@ -221,19 +224,33 @@ def run_ray(jobs, out, device, engine, precision, threads, rt, started, absorb, 
     "resumed_from": the epoch its last attempt started from}} for the record's log."""
     ray = _import_ray()
     out = Path(out).resolve()
+    from .data import default_root
+    # the driver's data folder, absolute: a task's working directory and environment are its node's
+    data_root = str(Path(rt.data_root or default_root()).resolve())
     ours = not ray.is_initialized()
-    if ours:
-        ray.init(address=rt.ray_address or None, include_dashboard=False, log_to_driver=False,
+    if ours:  # "local": a new instance, never a cluster that happens to run on this machine
+        ray.init(address=rt.ray_address or "local", include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=False)
+    elif rt.ray_address:
+        raise ConfigError("Ray is already initialised in this process; call ray.shutdown() first, or leave "
+                          "ray_address unset to use that instance")
     try:
         check_shared_folder(ray, out)
         gpu = device != "cpu"
+        need = {"GPU": 1} if gpu else {"CPU": threads}
+        biggest = {k: max((n.get("Resources", {}).get(k, 0) for n in ray.nodes() if n.get("Alive")), default=0)
+                   for k in need}
+        if any(biggest[k] < v for k, v in need.items()):
+            raise ConfigError(f"each Ray task needs {need}, and no node of the cluster has that much (the largest: "
+                              f"{biggest}); a matmul net's member takes the cores the driver's machine has: "
+                              "use nodes as large, or the loop engine on a conv net")
         task = ray.remote(_ray_task).options(num_cpus=1 if gpu else threads, num_gpus=1 if gpu else 0,
                                              max_retries=RAY_RETRIES, retry_exceptions=False)
+        # the stacked engine: one task a GPU's group, which measures its own stack (stack_size)
         size = 1 if engine == "loop" else (rt.stack or len(jobs))
         groups = [jobs[a:a + size] for a in range(0, len(jobs), size)]
-        pending = {task.remote(str(out), [j.name for j in g], threads, rt.data_root, rt.download,
-                               rt.checkpoint_every_s, precision, engine, "cuda" if gpu else "cpu"): g for g in groups}
+        pending = {task.remote(str(out), [j.name for j in g], threads, data_root, rt.download, rt.checkpoint_every_s,
+                               precision, engine, "cuda" if gpu else "cpu", rt.stack): g for g in groups}
         where = {}
         try:
             while pending:
@@ -244,15 +261,12 @@ def run_ray(jobs, out, device, engine, precision, threads, rt, started, absorb, 
                     where.update({name: {"node": ran["node"][:12], "resumed_from": epoch}
                                   for name, epoch in ran["resumed_from"].items()})
                     for job in group:
-                        ck = Checkpoint(out / "checkpoints" / f"{job.name}.pt").load()
-                        if not Checkpoint.finished(ck, job):
-                            raise WorkerError(f"Ray task of {job.name} ended, but its checkpoint is not its last; run "
-                                              "the same command again to resume")
-                        absorb(job, ck["out"])
+                        absorb(job, Checkpoint(out / "checkpoints" / f"{job.name}.pt").finished_outputs(job))
                         bar.update(job.total - started.get(job.name, 0))
-        except ray.exceptions.RayTaskError as exc:
-            raise WorkerError(f"a Ray task failed: {exc.cause if exc.cause else exc}; the checkpoints are kept: run "
-                              "the same command again to resume") from None
+        except ray.exceptions.RayError as exc:  # a task's error, or its node's death after the last retry
+            cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause else exc
+            raise WorkerError(f"a Ray task failed ({type(cause).__name__}: {str(cause).strip().splitlines()[-1:]}); "
+                              "the checkpoints are kept: run the same command again to resume") from None
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -458,20 +458,16 @@ def robustness_settings(cfg):
     other optimizers, no and lighter dropout, and other activations (where the architecture
     takes them).
     """
+    from .config import SWEEP
     from .models import get_arch
-    s = [("base", {}),
-         (f"lr {cfg.lr * 0.5:g}", {"lr": cfg.lr * 0.5}),
-         (f"lr {cfg.lr * 2:g}", {"lr": cfg.lr * 2}),
-         (f"batch {max(1, cfg.batch_size // 2)}", {"batch_size": max(1, cfg.batch_size // 2)}),
-         (f"batch {cfg.batch_size * 2}", {"batch_size": cfg.batch_size * 2})]
-    if cfg.optimizer != "adam":
-        s.append(("adam lr 0.001", {"optimizer": "adam", "lr": 0.001, "momentum": 0.0}))
-    if cfg.optimizer != "sgd":
-        s.append(("sgd lr 0.05", {"optimizer": "sgd", "lr": 0.05, "momentum": 0.0}))
+    lr = [(f"lr {cfg.lr * f:g}", {"lr": cfg.lr * f}) for f in SWEEP["lr_factors"]]
+    batch = [max(1, int(cfg.batch_size * f)) for f in SWEEP["batch_factors"]]
+    s = [("base", {}), *lr, *[(f"batch {b}", {"batch_size": b}) for b in batch]]
+    s += [(f"{name} lr {o['lr']:g}", dict(o)) for name, o in SWEEP["optimizers"].items() if cfg.optimizer != name]
     arch = get_arch(cfg.arch)
     if arch.configurable:
-        s += [("dropout 0", {"dropout": 0.0}), ("dropout 0.1/0.2", {"dropout": 0.1})]
-        s += [(a, {"activation": a}) for a in ("relu", "tanh", "elu") if a != arch.activation][:2]
+        s += [("dropout 0" if d == 0 else f"dropout {d:g}/{2 * d:g}", {"dropout": d}) for d in SWEEP["dropouts"]]
+        s += [(a, {"activation": a}) for a in SWEEP["activations"] if a != arch.activation][:SWEEP["n_activations"]]
     return s
 
 

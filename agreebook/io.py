@@ -75,7 +75,9 @@ def atomic_savez(path, compress=False, stored=(), **arrays):
 
 def npz_stored_arrays(path, names, min_bytes=0):
     """{name: read-only np.memmap} of the members of an .npz that are stored uncompressed, among
-    ``names`` and of at least ``min_bytes``: a mapping reads only the pages that are used."""
+    ``names`` and of at least ``min_bytes``: a mapping reads only the pages that are used.  Each
+    keeps the file open as ``.source`` (its own inode: a record saved over this one meanwhile is
+    not what a later read of it sees)."""
     import struct
     import zipfile
     out = {}
@@ -97,6 +99,7 @@ def npz_stored_arrays(path, names, min_bytes=0):
             shape, fortran, dtype = read(f)
             out[name] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
                                   order="F" if fortran else "C")
+            out[name].source = open(path, "rb", buffering=0)  # noqa: SIM115 (lives as long as the array)
     return out
 
 

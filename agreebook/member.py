@@ -255,7 +255,7 @@ class Checkpoint:
     def __init__(self, path):
         self.path = Path(path)
 
-    def load(self):
+    def load(self, map_location=None):
         """The checkpoint as a dict, or None when there is none or its bytes are damaged (a
         disk fault: it is written atomically): a damaged one is kept as ``<name>.corrupt`` and
         that job trains again from its seeds.  An unreadable file (permissions, I/O) is an
@@ -265,7 +265,7 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            return torch.load(self.path, weights_only=False)
+            return torch.load(self.path, weights_only=False, map_location=map_location)
         except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError) as exc:
             kept = self.path.with_suffix(".corrupt")
             self.path.replace(kept)
@@ -282,3 +282,18 @@ class Checkpoint:
     def finished(ck, job):
         """Whether a loaded checkpoint is its job's last (its predictions are all there is)."""
         return ck is not None and ck["epoch"] == job.total
+
+    def epoch(self):
+        """The epoch the checkpoint was written after (0: none), read on the CPU."""
+        ck = self.load(map_location="cpu")
+        return ck["epoch"] if ck is not None else 0
+
+    def finished_outputs(self, job):
+        """A finished job's predictions, as its executor reads them back; a WorkerError when its
+        checkpoint is missing, damaged or not its last."""
+        from .io import WorkerError
+        ck = self.load(map_location="cpu")
+        if not Checkpoint.finished(ck, job):
+            raise WorkerError(f"job {job.name} ended, but its checkpoint is {'not its last' if ck else 'gone or damaged'}; "
+                              "run the same command again to resume")
+        return ck["out"]

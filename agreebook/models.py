@@ -1,12 +1,12 @@
 """The paper's architectures (Suppl B) and torchvision's, in one registry.
 
-Each entry builds a ``torch.nn.Module`` for an input shape (C, H, W) and a number of classes,
-and carries the paper's optimiser defaults.  Images smaller than an architecture's
+Each entry builds a ``torch.nn.Module`` for an input shape (C, H, W) and a number of classes
+(its optimiser defaults are with every other hyperparameter: ``config.ARCH_DEFAULTS``).  Images smaller than an architecture's
 ``min_size`` are resized up by the training pipeline (bilinear), so every net takes every set.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +92,6 @@ class ArchError(ValueError):
 class Arch:
     name: str
     build: callable  # (in_shape, n_classes, activation, dropout) -> nn.Module
-    defaults: dict = field(default_factory=dict)  # optimiser and schedule, see config.TrainConfig
     min_size: int = 1
     description: str = ""
     configurable: bool = True  # takes activation / dropout overrides
@@ -240,30 +239,24 @@ def _torchvision(name):
     return build
 
 
-_SGD_STEP = {"optimizer": "sgd", "lr": 0.05, "lr_decay": 1.8, "lr_step": 20, "batch_size": 100,
-             "momentum": 0.0, "weight_decay": 0.0}
-_TV = {"optimizer": "sgd", "lr": 0.01, "lr_decay": 1.8, "lr_step": 20, "batch_size": 100,
-       "momentum": 0.9, "weight_decay": 5e-4}
-
 ARCHS = {a.name: a for a in [
-    Arch("st_vgg", _st_vgg(_ST_BLOCKS, "elu", nn.MaxPool2d), _SGD_STEP, activation="elu",
+    Arch("st_vgg", _st_vgg(_ST_BLOCKS, "elu", nn.MaxPool2d), activation="elu",
          description="st-VGG: 8 convs 32-32-64-64-128-128-256-256, ELU, max-pool per pair, dense 512"),
-    Arch("small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "elu", nn.MaxPool2d), _SGD_STEP, activation="elu",
+    Arch("small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "elu", nn.MaxPool2d), activation="elu",
          description="small st-VGG: st-VGG's first two blocks (4 convs 32-32-64-64) and its head"),
-    Arch("linear_st_vgg", _st_vgg(_ST_BLOCKS, "identity", nn.AvgPool2d), _SGD_STEP, activation="identity",
+    Arch("linear_st_vgg", _st_vgg(_ST_BLOCKS, "identity", nn.AvgPool2d), activation="identity",
          description="linear st-VGG: st-VGG with identity activations and average pooling"),
-    Arch("linear_small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "identity", nn.AvgPool2d), _SGD_STEP, activation="identity",
+    Arch("linear_small_st_vgg", _st_vgg(_ST_BLOCKS[:2], "identity", nn.AvgPool2d), activation="identity",
          description="linear small st-VGG: small st-VGG with identity activations and average pooling"),
-    Arch("mnist_net", _mnist_net, {**_SGD_STEP, "optimizer": "adadelta", "lr": 1.0, "lr_decay": 1.0},
-         min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),
-    Arch("fc", _fc, {**_SGD_STEP, "lr": 0.04, "lr_decay": 1.0}, revision=1,  # 1: the paper's 2x1024 (was 2x512)
+    Arch("mnist_net", _mnist_net, min_size=5, description="the MNIST net: conv32-conv64-pool-dense128 (AdaDelta)"),
+    Arch("fc", _fc, revision=1,  # 1: the paper's 2x1024 (was 2x512)
          description="the paper's fully connected net: two hidden layers of 1024, ReLU, dropout 0.5 (lr 0.04)"),
-    Arch("linear", _linear, {**_SGD_STEP, "lr_decay": 1.0}, configurable=False,
+    Arch("linear", _linear, configurable=False,
          description="linear classifier on the pixels (multinomial logistic regression), SGD lr 0.05"),
-    Arch("bilstm_attention", _bilstm_attention, {**_SGD_STEP, "optimizer": "adam", "lr": 0.001, "lr_decay": 1.0},
+    Arch("bilstm_attention", _bilstm_attention,
          description="BiLSTM (64 per direction) with attention over word embeddings (100-d, or GloVe's)",
          configurable=False, modality="text"),
-    *[Arch(n, _torchvision(n), _TV, min_size=64 if n == "alexnet" else 32,
+    *[Arch(n, _torchvision(n), min_size=64 if n == "alexnet" else 32,
            description=f"torchvision {n}, adapted to the input size and classes", configurable=False)
       for n in ("vgg19", "resnet18", "resnet50", "alexnet", "densenet121")],
 ]}

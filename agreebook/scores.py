@@ -65,7 +65,7 @@ def forgetting(predictions, labels):
     """
     preds, labels = _check_predictions(predictions, labels)
     counts = _forgetting_per_model(preds, labels)
-    return np.median(counts, axis=0), np.isinf(counts).mean(0)
+    return _median_of_levels(counts, range(preds.shape[1])), np.isinf(counts).mean(0)
 
 
 def _forgetting_per_model(preds, labels, right=None, hits=None):
@@ -152,24 +152,24 @@ CHUNK = 1 << 16  # examples per block in scores_table: (100 models, 7 epochs, 65
 
 def _block(values, j, epochs=slice(None)):
     """values[:, epochs, j] in memory, for values (n_models, n_epochs, n).  A large record's
-    outputs are mapped from its file (``Record.load``); their blocks are read with plain file
-    reads instead of through the mapping, whose pages would stay in this process (a kernel
+    outputs are mapped from its file (``Record.load``); their blocks are read with plain reads
+    of the file it was loaded from (``.source``) instead of through the mapping, whose pages would stay in this process (a kernel
     that caches files in large folios maps whole rows around each block: the ImageNet-sized
     record's 7 GiB of outputs then all counted in its memory)."""
-    if not (isinstance(values, np.memmap) and values.base is getattr(values, "_mmap", None)
-            and values.filename and values.flags.c_contiguous):
+    f = getattr(values, "source", None)  # the file a mapped array came from (io.npz_stored_arrays)
+    if not (isinstance(values, np.memmap) and f is not None and values.base is getattr(values, "_mmap", None)
+            and values.flags.c_contiguous):
         return np.array(values[:, epochs, j])
     n_models, n_epochs, n = values.shape
     start, stop, _ = j.indices(n)
     rows = range(n_epochs)[epochs]
     out = np.empty((n_models, len(rows), max(stop - start, 0)), values.dtype)
     size = out.shape[2] * values.itemsize
-    with open(values.filename, "rb", buffering=0) as f:
-        for m in range(n_models):
-            for k, e in enumerate(rows):
-                f.seek(values.offset + ((m * n_epochs + e) * n + start) * values.itemsize)
-                if f.readinto(memoryview(out[m, k]).cast("B")) != size:
-                    raise OSError(f"{values.filename} ended early: the record was cut short; train it again")
+    for m in range(n_models):
+        for k, e in enumerate(rows):
+            f.seek(values.offset + ((m * n_epochs + e) * n + start) * values.itemsize)
+            if f.readinto(memoryview(out[m, k]).cast("B")) != size:
+                raise OSError(f"{values.filename} ended early: the record was cut short; train it again")
     return out
 
 

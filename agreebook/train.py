@@ -93,6 +93,9 @@ def _check_runtime(rt):
         raise ConfigError(f"unknown executor {rt.executor!r}; use {' or '.join(map(repr, EXECUTORS))}")
     if rt.ray_address and rt.executor != "ray":
         raise ConfigError("ray_address (--ray-address) is for the ray executor: add --executor ray")
+    if rt.workers is not None and rt.executor == "ray":
+        raise ConfigError("workers (--workers) are the local executor's processes; with --executor ray the cluster's "
+                          "CPUs decide how many members train at once: leave it out")
     if rt.executor == "ray":
         executors._import_ray()  # installed? one line that says how, before anything is written
     pick_precision(rt.precision, "cpu")
@@ -286,9 +289,10 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
                desc=f"{cfg.dataset}/{cfg.arch} x{cfg.n_models}")
     try:
         if rt.executor == "ray":
-            # which node finished each job, and from which epoch its last attempt started
-            invocation["ray_jobs"] = executors.run_ray(todo, out, device, engine, precision, threads, rt, started,
-                                                       absorb, bar)
+            if todo:  # which node finished each job, and from which epoch its last attempt started
+                invocation["ray_jobs"] = executors.run_ray(todo, out, device, engine, precision, threads, rt,
+                                                           started, absorb, bar)
+                atomic_write_json(ident_path, {**ident, "threads_per_member": threads, "runs": runs})
         elif workers == 1:  # the stacked engine on torch's threads, as recorded
             stack = executors.in_process(todo, cfg, ds, out, device, engine, precision, threads, rt, absorb, bar)
             if stack is not None:
@@ -309,8 +313,8 @@ def member_model(cfg: TrainConfig, out, member=0, runtime: Runtime | None = None
 
     The collection keeps only predictions, so the net is trained again with the same seeds,
     thread count and precision as the record says its members had, and its weights are kept in
-    ``<out>/models/m<member>.pt`` for the next call.  Returns (model in eval mode, the _Data
-    it was trained on).
+    ``<out>/models/m<member>.pt`` for the next call.  Returns (model in eval mode, the
+    TrainingData it was trained on).
     """
     rt = runtime or Runtime()
     cfg = cfg.validate().resolved()

@@ -39,8 +39,11 @@ def test_presets_are_type_checked_overrides():
     assert book.preset("cpu", n_models=20)["n_models"] == 20
     with pytest.raises(book.BookError, match="unknown preset key 'n_model'"):
         book.preset("cpu", n_model=20)
-    with pytest.raises(book.BookError, match="'n_models' must be"):
-        book.preset("cpu", n_models="20")
+    with pytest.raises(book.BookError, match="n_models must be an integer"):
+        book.preset("cpu", n_models="twenty")
+    with pytest.raises(book.BookError, match=r"scores_sizes must be a list of integers \(or None\)"):
+        book.preset("cpu", scores_sizes=(100, "all"))
+    assert book.preset("cpu", n_models="20", scores_sizes="100,None,50")["scores_sizes"] == (100, None, 50)
     for scale in book.SCALES:  # every shipped preset passes its own check
         book.preset(scale)
 

@@ -226,3 +226,16 @@ def test_dropout_rates_read_from_the_built_models():
     assert dropout_rates("small_st_vgg") == (0.25, 0.5) and dropout_rates("small_st_vgg", 0.1) == (0.1, 0.2)
     assert dropout_rates("fc") == (0.5,) and dropout_rates("fc", 0.0) == (0.0,) and dropout_rates("linear") == ()
     assert dropout_rates("bilstm_attention") == (0.25,)
+
+
+def test_the_stacked_engine_hands_back_jobs_already_finished(tmp_path):
+    # a retried Ray task can find its jobs' last checkpoints written: their predictions are returned
+    from agreebook.engines import stacked as st
+    cfg, data, jobs, paths = _group(tmp_path, TrainConfig(**{**SMALL, "epochs": (1,)}), "done")
+    whole = train_group(jobs, cfg, data, paths, "cpu")
+    got = {}
+    st.run(jobs, cfg, data, tmp_path / "done", "cpu", "fp32", 0.0, lambda: None,
+           lambda job, res: got.setdefault(job.name, res))
+    assert list(got) == [j.name for j in jobs]
+    for j, w in zip(jobs, whole):
+        np.testing.assert_array_equal(got[j.name]["test"]["pred"], w["test"]["pred"])

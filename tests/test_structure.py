@@ -21,6 +21,8 @@ def _graph():
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("agreebook"):
                 graph[m] |= {t for t in [node.module] + [f"{node.module}.{a.name}" for a in node.names]
                              if t in mods and t != m}
+            elif isinstance(node, ast.Import):
+                graph[m] |= {a.name for a in node.names if a.name in mods and a.name != m}
     return graph
 
 
@@ -64,3 +66,9 @@ def test_the_package_has_no_import_cycle():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_architecture_has_its_optimiser_defaults_in_config():
+    from agreebook.config import ARCH_DEFAULTS
+    from agreebook.models import ARCHS
+    assert set(ARCH_DEFAULTS) == set(ARCHS)

@@ -142,7 +142,7 @@ def train_group(jobs, cfg, data, checkpoints, device, checkpoint_every_s=0.0, on
                 base.eval()
                 for s in data.x:
                     # the group shares one eval batch: M members at a loop's batch each would
-                    # hold M times its activations, more than _stack_size measured
+                    # hold M times its activations, more than stack_size measured
                     preds, outputs = _predict(eval_fwd, params, buffers, data.x[s], data.y[s], nchw,
                                               max(1, eval_batch(device, base) // len(jobs)), cfg.save_probabilities)
                     for m in range(len(jobs)):
@@ -166,7 +166,7 @@ def train_group(jobs, cfg, data, checkpoints, device, checkpoint_every_s=0.0, on
 
 @torch.no_grad()
 def _predict(eval_fwd, params, buffers, x, y, nchw, batch, outputs=True):
-    """(M, n) int16 predictions and the per-entry outputs (train.entry_outputs; {} unless
+    """(M, n) int16 predictions and the per-entry outputs (member.entry_outputs; {} unless
     ``outputs``) of every member."""
     preds, outs = [], []
     for a in range(0, len(x), batch):
@@ -206,8 +206,11 @@ def run(jobs, cfg, data, ckpt_dir, device, precision, checkpoint_every_s, on_epo
     checkpoints = {j.name: Checkpoint(ckpt_dir / f"{j.name}.pt") for j in jobs}
     groups = {}
     for job in jobs:
-        ck = checkpoints[job.name].load()
-        groups.setdefault((job.total, job.record_at, ck["epoch"] if ck else 0), []).append(job)
+        epoch = checkpoints[job.name].epoch()
+        if epoch == job.total:  # finished before (a retried task): its predictions are all there is
+            on_done(job, J.upgrade_outputs(checkpoints[job.name].finished_outputs(job), cfg.save_probabilities))
+            continue
+        groups.setdefault((job.total, job.record_at, epoch), []).append(job)
     sizes = []
     for group in groups.values():
         size = stack or stack_size(cfg, data, group, device, precision)
