@@ -13,7 +13,7 @@ from pathlib import Path
 from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
-from .data import DATASETS, TEXT_DATASETS, DatasetError
+from .data import DATASETS, TEXT_DATASETS, check_dataset_name
 from .models import ACTIVATIONS, ARCHS, get_arch
 
 OPTIMIZERS = ("sgd", "adam", "adadelta", "rmsprop")
@@ -122,6 +122,10 @@ class TrainConfig:
     curriculum_from: Optional[str] = None
     curriculum_start: Optional[float] = None
     curriculum_ramp: Optional[int] = None
+    # imagefolder:<path> datasets: the shorter side resized to this, then the centre crop x crop
+    # (None: 256 and 224, torchvision's ImageNet evaluation transform; agreebook.imagefolder)
+    resize: Optional[int] = None
+    crop: Optional[int] = None
 
     def replace(self, **overrides):
         return dataclasses.replace(self, **check_overrides(overrides))
@@ -137,11 +141,18 @@ class TrainConfig:
     def validate(self):
         """Raise ConfigError on the first value that cannot run; returns self."""
         try:
-            if self.dataset not in DATASETS:
-                raise DatasetError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
+            check_dataset_name(self.dataset)
             arch = get_arch(self.arch)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        folder = self.dataset.startswith("imagefolder:")
+        for name in ("resize", "crop"):
+            v = getattr(self, name)
+            if v is not None and (not folder or v < 1):
+                raise ConfigError(f"{name} applies to imagefolder:<path> datasets and must be positive; got {v} "
+                                  f"for {self.dataset}")
+        if folder and self.ood:
+            raise ConfigError("out-of-sample inputs (ood) are not drawn for image folders yet; leave ood empty")
         if self.n_models < 2:
             raise ConfigError(f"n_models must be at least 2 to measure agreement; got {self.n_models}")
         for name in ("seed", "data_seed"):
@@ -225,7 +236,8 @@ class TrainConfig:
 
 
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
-_LATER_FIELDS = ("embeddings", "curriculum", "curriculum_from", "curriculum_start", "curriculum_ramp", "heldout_size")
+_LATER_FIELDS = ("embeddings", "curriculum", "curriculum_from", "curriculum_start", "curriculum_ramp", "heldout_size",
+                 "resize", "crop")
 
 
 def check_overrides(overrides, cls=None, what="setting"):

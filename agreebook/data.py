@@ -55,7 +55,8 @@ class Dataset:
         h = hashlib.sha256()
         for a in (self.x_train, self.y_train, self.x_test, self.y_test):
             h.update(str(a.shape).encode())
-            h.update(np.ascontiguousarray(a).tobytes())
+            # an image folder's files: their paths and sizes, not their bytes (imagefolder.py)
+            h.update(a.fingerprint_bytes() if hasattr(a, "fingerprint_bytes") else np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
 
@@ -395,18 +396,28 @@ DATASETS = tuple(sorted(_registry()))
 
 
 def check_dataset_name(name):
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    from .imagefolder import is_imagefolder
+    if name not in DATASETS and not is_imagefolder(name):
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, or "
+                           "imagefolder:<path> (a folder of train/<class>/* and val/<class>/* images)")
 
 
-def load_dataset(name, root=None, download=True, seed=0):
+def load_dataset(name, root=None, download=True, seed=0, resize=None, crop=None):
     """Load a named dataset as arrays.
 
-    name: one of ``DATASETS``; root: data root (default ``AGREEBOOK_DATA`` or
-    ~/.cache/agreebook); download: let torchvision fetch missing files; seed: for the
-    synthetic sets only. Raises DatasetError with what to do when it cannot.
+    name: one of ``DATASETS``, or ``imagefolder:<path>`` (its images as files, decoded when
+    training reads them, resized and centre-cropped: ``imagefolder``); root: data root (default
+    ``AGREEBOOK_DATA`` or ~/.cache/agreebook); download: let torchvision fetch missing files;
+    seed: for the synthetic sets only. Raises DatasetError with what to do when it cannot.
     """
     check_dataset_name(name)
+    from .imagefolder import FolderError, is_imagefolder, load_imagefolder
+    if is_imagefolder(name):
+        try:
+            *arrays, classes, source = load_imagefolder(name, resize, crop)
+        except FolderError as exc:
+            raise DatasetError(str(exc)) from None
+        return Dataset(name, *arrays, classes, source=source)
     root = Path(root) if root is not None else default_root()
     return _registry()[name](root=root, download=download, seed=seed)
 

@@ -19,13 +19,15 @@ import torch.nn.functional as F
 
 from .config import DATA_SEEDS, ConfigError
 from .data import load_dataset, out_of_sample, partitions, random_labels, stratified_subset, take
+from .imagefolder import ImageFiles, StreamedImages, channel_stats
 from .models import TEXT_EMBEDDING_DIM, input_size
 from .record import Record, RecordError
 
 
 def prepare_dataset(cfg, data_root=None, download=True):
     """The dataset a config trains on: subsets and random labels applied."""
-    ds = load_dataset(cfg.dataset, root=data_root, download=download, seed=cfg.data_seed)
+    ds = load_dataset(cfg.dataset, root=data_root, download=download, seed=cfg.data_seed, resize=cfg.resize,
+                      crop=cfg.crop)
     tr = te = None
     if cfg.train_size is not None:
         if cfg.train_size > len(ds.y_train):
@@ -122,6 +124,9 @@ class TrainingData:
             self.in_shape = in_shape(ds, embeddings)
             self.n_classes = ds.n_classes
             return
+        if isinstance(ds.x_train, ImageFiles):  # an image folder: decoded batch by batch as training reads it
+            self._streamed(ds, arch, device)
+            return
         size = input_size(arch, (ds.x_train.shape[3], *ds.x_train.shape[1:3]))
         x = torch.from_numpy(ds.x_train).float().div_(255)
         mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2)).clamp_min(1e-6)
@@ -136,6 +141,25 @@ class TrainingData:
             self.y["heldout"] = torch.from_numpy(ds.heldout[1]).to(device)
         self.in_shape = (ds.x_train.shape[3], size, size)
         self.n_classes = ds.n_classes
+
+    def _streamed(self, ds, arch, device):
+        crop = ds.x_train.shape[1]
+        if input_size(arch, (3, crop, crop)) != crop:
+            raise ConfigError(f"{arch} takes images of at least {input_size(arch, (3, crop, crop))} pixels; set crop "
+                              f"(and resize) to that at least")
+        mean, std = (torch.tensor(v, dtype=torch.float32) for v in channel_stats(ds.x_train))
+        splits = {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test),
+                  **({"heldout": ds.heldout} if ds.heldout is not None else {})}
+        self.x = {s: StreamedImages(f, mean, std, device) for s, (f, _) in splits.items()}
+        self.y = {s: torch.from_numpy(y).to(device) for s, (_, y) in splits.items()}
+        self.in_shape = (3, crop, crop)
+        self.n_classes = ds.n_classes
+
+    def plan(self, split, order, batch):
+        """The batches of ``split`` an epoch will ask for next, in order: a streamed split starts
+        decoding them ahead; a split in memory needs nothing."""
+        if hasattr(self.x[split], "plan"):
+            self.x[split].plan(order, batch)
 
     @staticmethod
     def nchw(xb):

@@ -36,6 +36,7 @@ from . import __version__, executors
 from .config import ConfigError, Runtime, TrainConfig, config_diff
 from .engines import pick_engine, pick_precision
 from .engines.loop import train_member
+from .imagefolder import is_imagefolder
 from .io import FolderLock, atomic_torch_save, atomic_write_json, remove_stale_temporaries
 from .member import OUTPUT_NAMES, Checkpoint, make_jobs, optimizer, recurrent, upgrade_outputs, uses_conv
 from .models import build_model, count_parameters, get_arch
@@ -161,9 +162,10 @@ def train_collection(cfg: TrainConfig, out, runtime: Runtime | None = None) -> R
     # than it gains (an LSTM epoch measured 1.7 s on 1 thread, far slower on 2 under load)
     serial = recurrent(sample)
     engine = pick_engine(rt.engine, device, serial, rt.stack)
-    if cfg.curriculum is not None:
+    if cfg.curriculum is not None or is_imagefolder(cfg.dataset):
         if engine == "stacked" and rt.engine == "stacked":
-            raise ConfigError("a curriculum runs on the loop engine; use engine 'loop' or 'auto'")
+            raise ConfigError(f"{'a curriculum' if cfg.curriculum is not None else 'an image folder'} runs on the loop "
+                              "engine; use engine 'loop' or 'auto'")
         engine = "loop"
     ds.curriculum = curriculum_scores(cfg, out, ds)  # checked before anything is written
     precision = pick_precision(rt.precision, device)

@@ -47,6 +47,7 @@ def train_member(job, cfg, data, checkpoint, device, on_epoch=lambda: None, chec
             g["lr"] = J.learning_rate(cfg, epoch)
         model.train()
         perm = J.epoch_order(n, order, epoch, cfg, rank).to(data.y["train"].device)
+        data.plan("train", perm, cfg.batch_size)  # an image folder decodes these batches ahead
         for a in range(0, n, cfg.batch_size):
             loss = J.loss(model, data, perm[a:a + cfg.batch_size], device, precision)
             opt.zero_grad(set_to_none=True)
