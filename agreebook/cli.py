@@ -76,6 +76,8 @@ def _parser():
     t.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: this process or worker processes; ray: Ray tasks (pip install -e '.[cluster]')")
     t.add_argument("--ray-address", help="a Ray cluster's address (default: start a local Ray instance)")
+    t.add_argument("--ray-gpus-per-group", type=float, default=1.0,
+                   help="the share of a GPU each stacked group asks of Ray (0.5: two groups a GPU)")
     t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                    help="save a member's state after an epoch once this long has passed (0: every epoch)")
     r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")
@@ -137,7 +139,7 @@ def _train(args):
     rt = Runtime(device=args.device, workers=args.workers, data_root=args.data_root,
                  download=not args.no_download, checkpoint_every_s=args.checkpoint_every,
                  engine=args.engine, stack=args.stack, precision=args.precision, executor=args.executor,
-                 ray_address=args.ray_address)
+                 ray_address=args.ray_address, ray_gpus_per_group=args.ray_gpus_per_group)
     rec = train_collection(cfg, args.out, rt)
     print(f"wrote {args.out}/record.npz: {rec}")
     print(f"next: python -m agreebook report {args.out}")

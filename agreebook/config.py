@@ -73,6 +73,7 @@ class Runtime:
     # on a local instance, or on the cluster at ray_address; pip install -e '.[cluster]')
     executor: str = "local"
     ray_address: str | None = None
+    ray_gpus_per_group: float = 1.0  # the GPU share a stacked group asks of Ray: 0.5 puts two on a GPU
 
 
 def fits(arch, dataset):

@@ -218,7 +218,8 @@ def check_shared_folder(ray, out):
 
 def run_ray(jobs, out, device, engine, precision, threads, rt, started, absorb, bar):
     """Train ``jobs`` as Ray tasks: one job a task on the loop engine (``threads`` CPUs each),
-    stacks of ``rt.stack`` members (default all) on the stacked engine (one GPU each on CUDA).
+    groups of ``rt.stack`` members (default all) on the stacked engine, each asking
+    ``rt.ray_gpus_per_group`` of a GPU on CUDA and stacking what fits (``stack_size``).
     Connects to ``rt.ray_address``, or starts a local instance that it stops at the end.
     Returns {job: {"node": the Ray node that finished it (its ID's first 12 hex digits),
     "resumed_from": the epoch its last attempt started from}} for the record's log."""
@@ -237,14 +238,15 @@ def run_ray(jobs, out, device, engine, precision, threads, rt, started, absorb, 
     try:
         check_shared_folder(ray, out)
         gpu = device != "cpu"
-        need = {"GPU": 1} if gpu else {"CPU": threads}
+        need = {"GPU": rt.ray_gpus_per_group} if gpu else {"CPU": threads}
         biggest = {k: max((n.get("Resources", {}).get(k, 0) for n in ray.nodes() if n.get("Alive")), default=0)
                    for k in need}
         if any(biggest[k] < v for k, v in need.items()):
             raise ConfigError(f"each Ray task needs {need}, and no node of the cluster has that much (the largest: "
                               f"{biggest}); a matmul net's member takes the cores the driver's machine has: "
                               "use nodes as large, or the loop engine on a conv net")
-        task = ray.remote(_ray_task).options(num_cpus=1 if gpu else threads, num_gpus=1 if gpu else 0,
+        task = ray.remote(_ray_task).options(num_cpus=1 if gpu else threads,
+                                             num_gpus=rt.ray_gpus_per_group if gpu else 0,
                                              max_retries=RAY_RETRIES, retry_exceptions=False)
         # the stacked engine: one task a GPU's group, which measures its own stack (stack_size)
         size = 1 if engine == "loop" else (rt.stack or len(jobs))

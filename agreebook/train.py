@@ -94,6 +94,9 @@ def _check_runtime(rt):
         raise ConfigError(f"unknown executor {rt.executor!r}; use {' or '.join(map(repr, EXECUTORS))}")
     if rt.ray_address and rt.executor != "ray":
         raise ConfigError("ray_address (--ray-address) is for the ray executor: add --executor ray")
+    g = rt.ray_gpus_per_group
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:  # NaN fails too
+        raise ConfigError(f"ray_gpus_per_group (--ray-gpus-per-group) is a share of one GPU in (0, 1]; got {g!r}")
     if rt.workers is not None and rt.executor == "ray":
         raise ConfigError("workers (--workers) are the local executor's processes; with --executor ray the cluster's "
                           "CPUs decide how many members train at once: leave it out")

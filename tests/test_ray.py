@@ -218,6 +218,8 @@ def test_the_ray_executor_checks_its_settings_before_writing(tmp_path, monkeypat
         train_collection(CFG, tmp_path / "a", Runtime(progress=False, executor="slurm"))
     with pytest.raises(ConfigError, match="add --executor ray"):
         train_collection(CFG, tmp_path / "a", Runtime(progress=False, ray_address="127.0.0.1:6379"))
+    with pytest.raises(ConfigError, match=r"share of one GPU in \(0, 1\]; got 2"):
+        train_collection(CFG, tmp_path / "a", Runtime(progress=False, executor="ray", ray_gpus_per_group=2))
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[cluster\]'"):
         train_collection(CFG, tmp_path / "a", Runtime(progress=False, executor="ray"))
