@@ -47,7 +47,7 @@ def _parser():
     t = sub.add_parser("train", help="train a collection and write its prediction record")
     d = TrainConfig()
     t.add_argument("--out", required=True, help="folder of the record (resumes if it holds this config)")
-    t.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
+    t.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}; or imagefolder:PATH (train/<class>/*, val/<class>/*)")
     t.add_argument("--arch", default=d.arch, help=f"one of: {', '.join(ARCHS)}")
     t.add_argument("--models", type=int, default=d.n_models, help="collection size N")
     t.add_argument("--epochs", default=",".join(map(str, d.epochs)), help="recorded epochs, e.g. 1,2,4,8")
@@ -77,7 +77,8 @@ def _parser():
                    help="local: this process or worker processes; ray: Ray tasks (pip install -e '.[cluster]')")
     t.add_argument("--ray-address", help="a Ray cluster's address (default: start a local Ray instance)")
     t.add_argument("--ray-gpus-per-group", type=float, default=1.0,
-                   help="the share of a GPU each stacked group asks of Ray (0.5: two groups a GPU)")
+                   help="the share of a GPU each stacked group of --stack members asks of Ray (0.5: two groups a "
+                        "GPU; choose --stack so that a group fits its share)")
     t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                    help="save a member's state after an epoch once this long has passed (0: every epoch)")
     r = sub.add_parser("report", help="summarise a record: accuracy, bimodality and Agreement vs the null")

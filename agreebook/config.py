@@ -132,11 +132,16 @@ class TrainConfig:
         return dataclasses.replace(self, **check_overrides(overrides))
 
     def resolved(self):
-        """The config with every architecture default filled in."""
+        """The config with every architecture default filled in (and an image folder's path
+        absolute, its resize and crop explicit: one identity however they were written)."""
         get_arch(self.arch)  # an unknown name: one message listing the known ones
         if self.arch not in ARCH_DEFAULTS:
             raise ConfigError(f"{self.arch} has no optimiser defaults in config.ARCH_DEFAULTS; add them there")
         filled = {k: v for k, v in ARCH_DEFAULTS[self.arch].items() if getattr(self, k) is None}
+        if self.dataset.startswith("imagefolder:"):
+            from .imagefolder import CROP, PREFIX, RESIZE
+            filled.update(dataset=PREFIX + str(Path(self.dataset[len(PREFIX):]).expanduser().resolve()),
+                          resize=self.resize or RESIZE, crop=self.crop or CROP)
         return dataclasses.replace(self, **filled)
 
     def validate(self):
@@ -154,6 +159,9 @@ class TrainConfig:
                                   f"for {self.dataset}")
         if folder and self.ood:
             raise ConfigError("out-of-sample inputs (ood) are not drawn for image folders yet; leave ood empty")
+        if folder and (self.crop or 224) < arch.min_size:
+            raise ConfigError(f"{self.arch} takes images of at least {arch.min_size} pixels; set crop (and resize) "
+                              f"to that at least")
         if self.n_models < 2:
             raise ConfigError(f"n_models must be at least 2 to measure agreement; got {self.n_models}")
         for name in ("seed", "data_seed"):

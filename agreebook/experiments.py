@@ -980,7 +980,8 @@ def record_images(record, split, data_root=None):
     if split.startswith("ood_"):
         raise RecordError("out-of-sample inputs are not stored; rebuild them with data.out_of_sample")
     ds = _rebuilt(record, data_root)
-    return {"train": ds.x_train, "test": ds.x_test}[split]
+    x = {"train": ds.x_train, "test": ds.x_test}[split]
+    return x.load(np.arange(len(x))) if hasattr(x, "load") else x  # an image folder's files, decoded
 
 
 def forgetting_table(record, split, high=0.8, low=0.2, seed=0):

@@ -24,6 +24,7 @@ RESIZE, CROP = 256, 224  # torchvision's ImageNet evaluation transform
 SPLITS = {"train": "train", "test": "val"}  # record split -> the folder's
 LOADER_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes a DataLoader keeps busy
 STATS_SAMPLE = 500  # training images the channel mean and sd are estimated from (seeded)
+MAX_PASS_BATCH = 4096  # the largest slice that starts a prefetched front-to-back pass
 
 
 def is_imagefolder(name):
@@ -48,21 +49,21 @@ class ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, idx):
+        """An integer: that image, decoded (as an array's row); an array or a slice: the subset,
+        still files."""
         if isinstance(idx, (int, np.integer)):
-            raise TypeError("index ImageFiles with an array or a slice (a subset); decode(i) reads one image")
+            return self.decode(int(idx))
         return ImageFiles(self.root, self.paths[idx], self.resize, self.crop)
 
     def decode(self, i):
-        """Image i: RGB, the shorter side resized to ``resize`` (bilinear), the centre crop."""
+        """Image i: RGB, torchvision's Resize(resize) (the shorter side, bilinear, antialiased)
+        then CenterCrop(crop), as uint8 (crop, crop, 3)."""
         from PIL import Image
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
         with Image.open(self.root / self.paths[i]) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            s = self.resize / min(w, h)
-            im = im.resize((max(self.crop, round(w * s)), max(self.crop, round(h * s))), Image.BILINEAR)
-            w, h = im.size
-            a, b = (w - self.crop) // 2, (h - self.crop) // 2
-            return np.array(im.crop((a, b, a + self.crop, b + self.crop)), dtype=np.uint8)  # writable, for torch
+            im = TF.resize(im.convert("RGB"), self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True)
+            return np.array(TF.center_crop(im, self.crop), dtype=np.uint8)  # writable, for torch
 
     def load(self, idx):
         return np.stack([self.decode(i) for i in np.asarray(idx).ravel()]) if len(np.asarray(idx).ravel()) else \
@@ -95,14 +96,18 @@ def load_imagefolder(name, resize=None, crop=None):
         where = root / folder
         if not where.is_dir():
             raise DatasetError(f"{name}: no folder {where}; an image folder holds train/<class>/* and val/<class>/*")
-        found, _ = find_classes(str(where))
+        try:
+            found, _ = find_classes(str(where))
+        except FileNotFoundError as exc:  # no class folder, or one without images
+            raise DatasetError(f"{name}: {exc}") from None
         if classes is None:
             classes = found
         elif found != classes:
             raise DatasetError(f"{name}: val/ has the classes {found}, train/ {classes}; they must be the same folders")
-        samples = make_dataset(str(where), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS)
-        if not samples:
-            raise DatasetError(f"{name}: {where} holds no images ({', '.join(IMG_EXTENSIONS)})")
+        try:
+            samples = make_dataset(str(where), {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS)
+        except FileNotFoundError as exc:
+            raise DatasetError(f"{name}: {exc}") from None
         files[split] = ImageFiles(root, [str(Path(p).relative_to(root)) for p, _ in samples], resize, crop)
         labels[split] = np.array([y for _, y in samples], dtype=np.int64)
     return (files["train"], labels["train"], files["test"], labels["test"], classes,
@@ -110,17 +115,18 @@ def load_imagefolder(name, resize=None, crop=None):
 
 
 class _Decode:
-    """A torch Dataset of one split's standardised images, for a DataLoader's workers."""
+    """A torch Dataset of one split's decoded images, uint8 (a quarter of float32's shared
+    memory between a DataLoader's workers and the trainer; standardised on the device)."""
 
-    def __init__(self, files, mean, std):
-        self.files, self.mean, self.std = files, mean, std
+    def __init__(self, files):
+        self.files = files
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
         import torch
-        return (torch.from_numpy(self.files.decode(i)).float().div_(255) - self.mean) / self.std
+        return torch.from_numpy(self.files.decode(i))
 
 
 class StreamedImages:
@@ -131,8 +137,10 @@ class StreamedImages:
     loader's prefetch; any other request is decoded here."""
 
     def __init__(self, files, mean, std, device, workers=LOADER_WORKERS):
-        self.files, self.mean, self.std, self.device, self.workers = files, mean, std, device, workers
+        self.files, self.device, self.workers = files, device, workers
+        self.mean, self.std = mean.to(device), std.to(device)
         self._queue = self._iter = None
+        self.fallbacks = 0  # requests served by decoding here, not from the loader (tests read it)
 
     def __len__(self):
         return len(self.files)
@@ -147,15 +155,17 @@ class StreamedImages:
     def _loader(self, batches):
         import torch
         from torch.utils.data import DataLoader
-        loader = DataLoader(_Decode(self.files, self.mean, self.std), batch_sampler=batches,
-                            num_workers=self.workers, persistent_workers=False,
-                            pin_memory=torch.device(self.device).type == "cuda")
+        # its own generator: a loader draws a base seed at every pass, which from torch's global
+        # generator would move the dropout masks of the member training on the CPU
+        loader = DataLoader(_Decode(self.files), batch_sampler=batches, num_workers=self.workers,
+                            persistent_workers=False, pin_memory=torch.device(self.device).type == "cuda",
+                            generator=torch.Generator().manual_seed(0))
         return iter(loader)
 
     def plan(self, order, batch):
         """The next epoch's batches: ``order`` (a permutation of the split) in ``batch``-sized
         consecutive pieces."""
-        order = [int(i) for i in order]
+        order = order.tolist() if hasattr(order, "tolist") else [int(i) for i in order]  # one copy off a GPU
         batches = [order[a:a + batch] for a in range(0, len(order), batch)]
         self._queue, self._iter = list(batches), self._loader(batches)
 
@@ -164,25 +174,44 @@ class StreamedImages:
         if isinstance(idx, slice):
             a, b, step = idx.indices(len(self))
             want = list(range(a, b, step))
-            if a == 0 and step == 1:  # a new front-to-back pass in slices of this size
+            if a == 0 and step == 1 and 0 < b - a <= MAX_PASS_BATCH:  # a new front-to-back pass in slices
                 size = b - a
                 batches = [list(range(s, min(s + size, len(self)))) for s in range(0, len(self), size)]
                 self._queue, self._iter = batches, self._loader(batches)
+            shape = (len(want),)
         else:
-            want = [int(i) for i in torch.as_tensor(idx).reshape(-1).tolist()]
-        shape = tuple(torch.as_tensor(idx).shape) if not isinstance(idx, slice) else (len(want),)
+            idx = torch.as_tensor(idx)
+            if idx.dtype == torch.bool:
+                raise TypeError("index a streamed split with example indices, not a mask")
+            want, shape = idx.reshape(-1).tolist(), tuple(idx.shape)
         if self._queue and self._queue[0] == want:
             self._queue.pop(0)
-            x = next(self._iter)
+            try:
+                x = next(self._iter)
+            except BaseException:  # interrupted mid-batch: the queue no longer matches the loader
+                self._queue = self._iter = None
+                raise
+            if not self._queue:
+                self._iter = None  # done: its workers exit now, not at the next pass
         else:  # not the planned batch: decode it here
-            x = torch.stack([_Decode(self.files, self.mean, self.std)[i] for i in want]) if want else \
-                torch.zeros((0, *self.files.shape[1:]))
-        return x.to(self.device, non_blocking=True).reshape(*shape, *self.files.shape[1:])
+            self.fallbacks += bool(want)
+            x = torch.stack([_Decode(self.files)[i] for i in want]) if want else \
+                torch.zeros((0, *self.files.shape[1:]), dtype=torch.uint8)
+        x = (x.to(self.device, non_blocking=True).float().div_(255) - self.mean) / self.std
+        return x.reshape(*shape, *self.files.shape[1:])
 
 
 def channel_stats(files, seed=0):
-    """Per-channel mean and sd (0..1 scale) of up to STATS_SAMPLE training images, seeded."""
+    """Per-channel mean and sd (0..1 scale) of up to STATS_SAMPLE training images, seeded,
+    accumulated image by image (500 images at 224 px as one float64 array were 1.8 GB)."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(files), min(STATS_SAMPLE, len(files)), replace=False))
-    x = files.load(pick).reshape(-1, 3).astype(np.float64) / 255
-    return x.mean(0), np.maximum(x.std(0), 1e-6)
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    for i in pick:
+        x = files.decode(int(i)).reshape(-1, 3).astype(np.float64) / 255
+        total += x.sum(0)
+        squares += (x * x).sum(0)
+        count += len(x)
+    mean = total / count
+    var = (squares / count - mean ** 2) * count / max(count - 1, 1)  # unbiased, as torch.std for arrays
+    return mean, np.sqrt(np.maximum(var, 1e-12))

@@ -97,9 +97,10 @@ def npz_stored_arrays(path, names, min_bytes=0):
                 continue  # a version-3 header (non-Latin-1 field names): read it the usual way
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+            # mapped from this open file, and reading through a copy of its descriptor: one inode
+            out[name] = np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
                                   order="F" if fortran else "C")
-            out[name].source = open(path, "rb", buffering=0)  # noqa: SIM115 (lives as long as the array)
+            out[name].source = os.fdopen(os.dup(f.fileno()), "rb", buffering=0)
     return out
 
 

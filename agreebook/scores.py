@@ -27,6 +27,8 @@ every step), these average over the recorded ones.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .metrics import _check_predictions
@@ -167,8 +169,14 @@ def _block(values, j, epochs=slice(None)):
     size = out.shape[2] * values.itemsize
     for m in range(n_models):
         for k, e in enumerate(rows):
-            f.seek(values.offset + ((m * n_epochs + e) * n + start) * values.itemsize)
-            if f.readinto(memoryview(out[m, k]).cast("B")) != size:
+            at = values.offset + ((m * n_epochs + e) * n + start) * values.itemsize
+            buf = memoryview(out[m, k]).cast("B")
+            if hasattr(os, "preadv"):  # at an offset: the descriptor's position is shared by its copies
+                got = os.preadv(f.fileno(), [buf], at)
+            else:
+                f.seek(at)
+                got = f.readinto(buf)
+            if got != size:
                 raise OSError(f"{values.filename} ended early: the record was cut short; train it again")
     return out
 

@@ -97,6 +97,8 @@ def _check_runtime(rt):
     g = rt.ray_gpus_per_group
     if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:  # NaN fails too
         raise ConfigError(f"ray_gpus_per_group (--ray-gpus-per-group) is a share of one GPU in (0, 1]; got {g!r}")
+    if g != 1.0 and rt.executor != "ray":
+        raise ConfigError("ray_gpus_per_group (--ray-gpus-per-group) is for the ray executor: add --executor ray")
     if rt.workers is not None and rt.executor == "ray":
         raise ConfigError("workers (--workers) are the local executor's processes; with --executor ray the cluster's "
                           "CPUs decide how many members train at once: leave it out")

@@ -82,6 +82,8 @@ def train_group(jobs, cfg, data, checkpoints, device, checkpoint_every_s=0.0, on
     ``checkpoints``: their ``Checkpoint``s) together; returns each job's predictions, as
     ``loop.train_member`` does.  ``precision``
     "bf16" runs the forward pass on bf16 copies of the fp32 weights (the loss in fp32)."""
+    if hasattr(data.x["train"], "plan"):  # streamed from an image folder: members gather their own batches
+        raise ValueError("the stacked engine takes data held in memory; an image folder trains on the loop engine")
     total, record_at = jobs[0].total, jobs[0].record_at
     if any(j.total != total or j.record_at != record_at for j in jobs):
         raise ValueError("a stacked group needs jobs of one length and one set of recorded epochs")
