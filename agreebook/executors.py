@@ -267,8 +267,9 @@ def run_ray(jobs, out, device, engine, precision, threads, rt, started, absorb, 
                         bar.update(job.total - started.get(job.name, 0))
         except ray.exceptions.RayError as exc:  # a task's error, or its node's death after the last retry
             cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause else exc
-            raise WorkerError(f"a Ray task failed ({type(cause).__name__}: {str(cause).strip().splitlines()[-1:]}); "
-                              "the checkpoints are kept: run the same command again to resume") from None
+            last = (str(cause).strip().splitlines() or [""])[-1]  # Ray's messages carry the remote traceback
+            raise WorkerError(f"a Ray task failed ({type(cause).__name__}: {last}); the checkpoints are kept: run the "
+                              "same command again to resume") from None
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
