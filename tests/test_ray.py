@@ -253,3 +253,54 @@ def test_a_run_folder_a_node_cannot_read_is_refused(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"not visible from Ray node\(s\) 10\.0\.0\.2: put it on storage"):
         executors.check_shared_folder(FakeRay, tmp_path)
     assert calls == ["a" * 56, "b" * 56] and not list(tmp_path.iterdir())  # the probe is removed
+
+
+def test_a_failed_task_says_how_to_resume(monkeypatch, tmp_path):
+    # a task whose worker crashed after Ray's last retry: one WorkerError that says what to do
+    from agreebook import executors
+    from agreebook.io import WorkerError
+    from agreebook.member import make_jobs
+
+    class Ref:
+        pass
+
+    class FakeRay:  # one alive node with one CPU, whose tasks all fail
+        exceptions = ray.exceptions
+        cancelled = []
+
+        @staticmethod
+        def is_initialized():
+            return False
+
+        init = shutdown = staticmethod(lambda *a, **k: None)
+
+        @staticmethod
+        def nodes():
+            return [{"Alive": True, "NodeID": "c" * 56, "NodeManagerAddress": "10.0.0.3", "Resources": {"CPU": 1.0}}]
+
+        @staticmethod
+        def remote(f):
+            return type("Task", (), {"options": staticmethod(lambda **kw: type("T", (), {
+                "remote": staticmethod(lambda *a: f(*a) if f is executors._sees else Ref())}))})
+
+        @staticmethod
+        def wait(refs, num_returns=1):
+            return refs[:1], refs[1:]
+
+        @staticmethod
+        def get(refs, timeout=None):
+            if isinstance(refs, list):  # the folder probe
+                return refs
+            raise ray.exceptions.WorkerCrashedError()
+
+        @staticmethod
+        def cancel(ref, force=False):
+            FakeRay.cancelled.append(ref)
+
+    monkeypatch.setattr(executors, "_import_ray", lambda: FakeRay)
+    jobs = make_jobs(CFG.validate().resolved())
+    rt = Runtime(progress=False, executor="ray")
+    with pytest.raises(WorkerError, match=r"a Ray task failed \(WorkerCrashedError: [^\[].+\); the checkpoints are kept: "
+                                          r"run the same command again to resume"):
+        executors.run_ray(jobs, tmp_path, "cpu", "loop", "fp32", 1, rt, {}, lambda *a: None, None)
+    assert len(FakeRay.cancelled) == len(jobs) - 1  # the others are cancelled, not left running
