@@ -229,7 +229,7 @@ def _train_locked(cfg, out, rt, device, ds, sample, serial, engine, precision, i
     complete = np.zeros((cfg.n_models, n_ep), bool)
     finished, started = {}, {}  # a killed run's checkpoints: finished jobs' predictions, the rest's epoch
     for job in jobs:
-        ck = Checkpoint(ckpt_dir / f"{job.name}.pt").load()
+        ck = Checkpoint(ckpt_dir / f"{job.name}.pt").load(map_location="cpu", mmap=True)  # weights not read here
         if Checkpoint.finished(ck, job):
             finished[job.name] = upgrade_outputs(ck["out"], cfg.save_probabilities)
         elif ck is not None:
